@@ -1,0 +1,1 @@
+"""Framework-level services shared by every component: registries, config, errors, run I/O."""

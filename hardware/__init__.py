@@ -1,0 +1,1 @@
+"""Hardware cost estimators (FLOPs, parameters) counted from nnabla graphs."""

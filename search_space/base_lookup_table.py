@@ -1,0 +1,136 @@
+"""Hardware lookup table: per-metric cost of every (layer, candidate) plus the fixed base cost."""
+import abc
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from core.checkpoint import write_json
+from core.errors import ArchitectureError, ConfigError
+from hardware.counter import count_module
+from search_space.choices import SearchSpaceChoices
+from search_space.layers import ModuleList
+from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidates, spatial_sizes
+
+#: metrics every lookup table can count from the nnabla graph
+COUNTED_METRICS = ("flops", "params")
+
+
+class BaseLookUpTable(abc.ABC):
+    """``info_table[metric][label]`` = cost per candidate (layers x candidates); ``base[metric]`` fixed.
+
+    ``predict(arch, metric)`` = base + sum of the chosen candidates' costs. A label shared by several
+    layers sums every layer's cost for the chosen value.
+    """
+
+    def __init__(self, macro_cfg: MacroConfig, micro_cfg: MicroConfig, data: DataInfo,
+                 metrics: Sequence[str] = COUNTED_METRICS, table: Optional[Mapping[str, Any]] = None):
+        self.macro_cfg, self.micro_cfg, self.data = macro_cfg, micro_cfg, data
+        self.metrics = tuple(metrics)
+        self.first_sizes, self.search_sizes, self.last_sizes = spatial_sizes(macro_cfg, data.input_size)
+        self.choices = SearchSpaceChoices(
+            [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
+        )
+        if table is None:
+            self.info_table, self.base = self.construct_info_table(self.metrics)
+            self.device = "analytic (nnabla graph count)"
+        else:
+            self.info_table = {m: {k: list(v) for k, v in table["info_table"][m].items()} for m in self.metrics}
+            self.base = {m: float(table["base"][m]) for m in self.metrics}
+            self.device = table.get("device", "unknown")
+        self._matrix = {m: self._as_matrix(m) for m in self.metrics}
+
+    @abc.abstractmethod
+    def construct_info_table(self, metrics: Sequence[str]) -> "tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]":
+        """Return ``(info_table, base)`` for ``metrics``."""
+
+    def count_search_stage(self, metrics: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
+        """Count every fitting candidate at every search layer, on its real input shape."""
+        table: Dict[str, Dict[str, List[float]]] = {m: {} for m in metrics}
+        seen: Dict[str, int] = {}
+        for layer, size in zip(self.macro_cfg.search, self.search_sizes):
+            key = self.row_key(layer.label, seen)
+            shape = (layer.in_channels, size, size)
+            counts = [count_module(c.build(layer), shape) for c in layer_candidates(layer, self.micro_cfg)]
+            for m in metrics:
+                table[m][key] = [c[m] for c in counts]
+        return table
+
+    def count_fixed_stages(self, metrics: Sequence[str]) -> Dict[str, float]:
+        """Count the first and last stages (the cost every architecture pays)."""
+        base = {m: 0.0 for m in metrics}
+        for specs, sizes in ((self.macro_cfg.first, self.first_sizes), (self.macro_cfg.last, self.last_sizes)):
+            if not specs:
+                continue
+            # counted as one chain so blocks that change rank (pooling -> linear) get their real inputs
+            counts = count_module(ModuleList([s.build() for s in specs]), (specs[0].in_channels, sizes[0], sizes[0]))
+            for m in metrics:
+                base[m] += counts[m]
+        return base
+
+    def _check_metrics(self, metrics: Sequence[str]) -> None:
+        unknown = [m for m in metrics if m not in COUNTED_METRICS]
+        if unknown:
+            raise ConfigError(f"lookup table metric {unknown[0]!r} cannot be counted; valid: {', '.join(COUNTED_METRICS)}")
+
+    def predict(self, arch: Mapping[str, Any], metric: str) -> float:
+        """Cost of one architecture."""
+        idx = np.asarray(self.choices.to_indices(arch))[None, :]
+        return float(self._predict_indices(idx, metric)[0])
+
+    def predict_batch(self, archs: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
+        """Vectorised ``predict`` over many architectures."""
+        if not archs:
+            return np.zeros(0)
+        idx = np.asarray([self.choices.to_indices(a) for a in archs])
+        return self._predict_indices(idx, metric)
+
+    def _predict_indices(self, idx: np.ndarray, metric: str) -> np.ndarray:
+        if metric not in self._matrix:
+            raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")
+        cost, width = self._matrix[metric]
+        layer_idx = np.asarray([self.choices.labels.index(layer.label) for layer in self.macro_cfg.search])
+        chosen = idx[:, layer_idx]
+        return self.base[metric] + cost[np.arange(len(layer_idx))[None, :], chosen].sum(axis=1)
+
+    def _as_matrix(self, metric: str):
+        rows = self.info_table[metric]
+        per_layer = []
+        counts: Dict[str, int] = {}
+        for layer in self.macro_cfg.search:
+            # a shared label appears once per layer in the table, in layer order
+            k = counts.get(layer.label, 0)
+            counts[layer.label] = k + 1
+            row = rows[layer.label] if k == 0 else rows[f"{layer.label}#{k}"]
+            per_layer.append(row)
+        width = max(len(r) for r in per_layer)
+        mat = np.full((len(per_layer), width), np.nan)
+        for i, r in enumerate(per_layer):
+            mat[i, : len(r)] = r
+        return mat, width
+
+    @staticmethod
+    def row_key(label: str, seen: Dict[str, int]) -> str:
+        """Table row key of the next layer labelled ``label`` (``label#k`` for the k-th repeat)."""
+        k = seen.get(label, 0)
+        seen[label] = k + 1
+        return label if k == 0 else f"{label}#{k}"
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready table with the device/context it was measured on."""
+        return {"device": self.device, "metrics": list(self.metrics), "base": self.base,
+                "info_table": self.info_table, "choices": self.choices.to_dict()}
+
+    def save(self, path: str) -> None:
+        """Write the table as JSON (atomically)."""
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str, macro_cfg: MacroConfig, micro_cfg: MicroConfig, data: DataInfo) -> "BaseLookUpTable":
+        """Read a table saved by ``save`` for the same space; a mismatched space is an error."""
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        lut = cls(macro_cfg, micro_cfg, data, metrics=table["metrics"], table=table)
+        if table.get("choices") != lut.choices.to_dict():
+            raise ArchitectureError(f"{path}: lookup table was built for a different search space")
+        return lut

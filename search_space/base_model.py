@@ -1,0 +1,47 @@
+"""The standalone network of one architecture: only the chosen blocks exist (what is retrained/exported)."""
+import abc
+from typing import Any, Mapping
+
+from core.errors import ArchitectureError
+from search_space.choices import Arch, SearchSpaceChoices
+from search_space.layers import ABCModule, ModuleList
+from search_space.spec import (
+    CandidateSpec,
+    LayerSpec,
+    MacroConfig,
+    MicroConfig,
+    candidate_by_name,
+    layer_candidates,
+)
+
+
+class BaseModel(ABCModule):
+    """A static network decoded from ``arch`` over the space's ``macro_cfg``/``micro_cfg``."""
+
+    def __init__(self, arch: Mapping[str, Any], macro_cfg: MacroConfig, micro_cfg: MicroConfig):
+        self.macro_cfg, self.micro_cfg = macro_cfg, micro_cfg
+        self.arch: Arch = self.space_choices(macro_cfg, micro_cfg).validate(arch)
+        self.first = ModuleList([b.build() for b in macro_cfg.first])
+        self.search = self._construct_stage_layers(self.arch)
+        self.last = ModuleList([b.build() for b in macro_cfg.last])
+
+    @abc.abstractmethod
+    def _construct_stage_layers(self, arch: Arch) -> ModuleList:
+        """Build the search stage of ``arch`` (one module per searchable layer)."""
+
+    @staticmethod
+    def space_choices(macro_cfg: MacroConfig, micro_cfg: MicroConfig) -> SearchSpaceChoices:
+        """The decisions a ``macro_cfg``/``micro_cfg`` pair defines (same as the supernet's)."""
+        return SearchSpaceChoices(
+            [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
+        )
+
+    def chosen_candidate(self, layer: LayerSpec, arch: Arch) -> CandidateSpec:
+        """The candidate ``arch`` picks at ``layer``."""
+        spec = candidate_by_name(self.micro_cfg).get(arch[layer.label])
+        if spec is None or not spec.allowed(layer):
+            raise ArchitectureError(f"layer {layer.label!r}: candidate {arch[layer.label]!r} does not fit")
+        return spec
+
+    def call(self, x):
+        return self.last(self.search(self.first(x)))

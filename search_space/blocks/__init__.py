@@ -1,0 +1,1 @@
+"""Candidate and fixed blocks, registered in BLOCKS and built by one builder, ``build_block``."""

@@ -1,0 +1,152 @@
+"""Framework-free space vocabulary: a space is ``{label: Categorical(values)}``, an arch ``{label: value}``."""
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+
+from core.errors import ArchitectureError
+from core.suggest import did_you_mean
+
+Arch = Dict[str, Any]
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One decision: pick exactly one of ``values`` (JSON scalars, unique, non-empty)."""
+
+    values: Tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        values = tuple(self.values)
+        object.__setattr__(self, "values", values)
+        if not values:
+            raise ArchitectureError("a Categorical needs at least one value")
+        for v in values:
+            if not isinstance(v, _JSON_SCALARS):
+                raise ArchitectureError(f"Categorical value {v!r} is not a JSON scalar")
+        if len(set(values)) != len(values):
+            raise ArchitectureError(f"Categorical values must be unique, got {list(values)}")
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def index(self, value: Any) -> int:
+        """Position of ``value`` among the values."""
+        return self.values.index(value)
+
+
+class SearchSpaceChoices(Mapping[str, Categorical]):
+    """An ordered, immutable set of labelled decisions: the plain-data face of a search space."""
+
+    def __init__(self, items: Union[Mapping[str, Categorical], Sequence[Tuple[str, Categorical]]]):
+        pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+        self._items: Dict[str, Categorical] = {}
+        for label, cat in pairs:
+            if not isinstance(label, str) or not label:
+                raise ArchitectureError(f"choice labels must be non-empty strings, got {label!r}")
+            if not isinstance(cat, Categorical):
+                cat = Categorical(tuple(cat))
+            if label in self._items and self._items[label] != cat:
+                raise ArchitectureError(
+                    f"label {label!r} is shared by choices with different values: "
+                    f"{list(self._items[label].values)} vs {list(cat.values)}"
+                )
+            self._items[label] = cat
+
+    def __getitem__(self, label: str) -> Categorical:
+        return self._items[label]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SearchSpaceChoices) and list(self._items.items()) == list(other._items.items())
+
+    def __repr__(self) -> str:
+        return f"SearchSpaceChoices({len(self)} labels, {self.size():.3g} architectures)"
+
+    @property
+    def labels(self) -> List[str]:
+        """Labels in order."""
+        return list(self._items)
+
+    def size(self) -> float:
+        """Number of distinct architectures (a float: it is often astronomically large)."""
+        return float(np.prod([float(len(c)) for c in self._items.values()]))
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A uniformly random architecture, each label drawn independently from ``rng``."""
+        return {label: cat.values[int(rng.integers(len(cat)))] for label, cat in self._items.items()}
+
+    def validate(self, arch: Mapping[str, Any]) -> Arch:
+        """Return ``arch`` as an ordered dict if it fits; raise ArchitectureError naming the bad label."""
+        if not isinstance(arch, Mapping):
+            raise ArchitectureError(f"an architecture is a mapping label -> value, got {type(arch).__name__}")
+        for label in arch:
+            if label not in self._items:
+                raise ArchitectureError(f"unknown label {label!r}{did_you_mean(str(label), self._items)}")
+        out: Arch = {}
+        for label, cat in self._items.items():
+            if label not in arch:
+                raise ArchitectureError(f"label {label!r} has no value; valid: {list(cat.values)}")
+            value = arch[label]
+            if value not in cat.values:
+                raise ArchitectureError(
+                    f"label {label!r}: invalid value {value!r}{did_you_mean(str(value), map(str, cat.values))}; "
+                    f"valid: {list(cat.values)}"
+                )
+            out[label] = value
+        return out
+
+    def to_indices(self, arch: Mapping[str, Any]) -> List[int]:
+        """Encode an architecture as one index per label."""
+        arch = self.validate(arch)
+        return [cat.index(arch[label]) for label, cat in self._items.items()]
+
+    def from_indices(self, indices: Sequence[int]) -> Arch:
+        """Decode one index per label into an architecture."""
+        if len(indices) != len(self._items):
+            raise ArchitectureError(f"expected {len(self._items)} indices, got {len(indices)}")
+        out: Arch = {}
+        for (label, cat), i in zip(self._items.items(), indices):
+            if not 0 <= int(i) < len(cat):
+                raise ArchitectureError(f"label {label!r}: index {i} out of range 0..{len(cat) - 1}")
+            out[label] = cat.values[int(i)]
+        return out
+
+    def to_dict(self) -> Dict[str, List[Any]]:
+        """Plain ``{label: [values]}`` (JSON-ready)."""
+        return {label: list(cat.values) for label, cat in self._items.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Sequence[Any]]) -> "SearchSpaceChoices":
+        """Inverse of ``to_dict``."""
+        return cls([(label, Categorical(tuple(values))) for label, values in data.items()])
+
+
+def encode_arch(arch: Mapping[str, Any]) -> str:
+    """The one JSON encoding of an architecture (label order kept)."""
+    return json.dumps(dict(arch))
+
+
+def decode_arch(text: str) -> Arch:
+    """Inverse of ``encode_arch``; accepts the wrapped ``{"arch": {...}}`` file form too."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ArchitectureError(f"architecture is not valid JSON: {err.msg} (line {err.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("arch"), dict):
+        data = data["arch"]
+    if not isinstance(data, dict):
+        raise ArchitectureError("architecture JSON must be an object label -> value")
+    return data
+
+
+def arch_key(arch: Mapping[str, Any]) -> str:
+    """A hashable, order-independent key for caching per architecture."""
+    return json.dumps(dict(arch), sort_keys=True)

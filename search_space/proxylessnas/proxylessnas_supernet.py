@@ -1,0 +1,78 @@
+"""ProxylessNAS supernet: macro_cfg/micro_cfg from params and data; the base class does the rest."""
+from dataclasses import dataclass
+from typing import Tuple
+
+from search_space.base_supernet import BaseSupernet
+from search_space.blocks.mobile import make_divisible
+from search_space.spec import BlockSpec, CandidateSpec, DataInfo, LayerSpec, MacroConfig, MicroConfig
+
+
+@dataclass(frozen=True)
+class ProxylessNASParams:
+    """Search-space config section: backbone widths/depths and candidate grid."""
+
+    width_mult: float = 1.0
+    first_channels: int = 32
+    first_stride: int = 1
+    first_mb_channels: int = 16
+    #: (channels, layers, stride) per stage; the default is ProxylessNAS's CIFAR backbone
+    stages: Tuple[Tuple[int, int, int], ...] = ((24, 4, 1), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1))
+    last_channels: int = 1280
+    expansions: Tuple[int, ...] = (3, 6)
+    kernels: Tuple[int, ...] = (3, 5, 7)
+    skip: bool = True
+    se: bool = False
+    activation: str = "relu6"
+    dropout: float = 0.0
+    bn_decay: float = 0.9
+    #: a stride-2 is applied only while the feature map stays at least this large (8x8 inputs work)
+    min_feature_size: int = 4
+
+
+def _stride(requested: int, size: int, min_size: int) -> int:
+    return requested if requested > 1 and size // requested >= min_size else 1
+
+
+class ProxylessNASSupernet(BaseSupernet):
+    """The ProxylessNAS supernet."""
+
+    Params = ProxylessNASParams
+
+    @staticmethod
+    def get_model_cfg(params: ProxylessNASParams, data: DataInfo) -> Tuple[MacroConfig, MicroConfig]:
+        """Stages scaled by ``width_mult``; strides dropped where the input is too small for them."""
+        def ch(c: int) -> int:
+            return make_divisible(c * params.width_mult)
+
+        act, bn = params.activation, params.bn_decay
+        size = data.input_size
+        s0 = _stride(params.first_stride, size, params.min_feature_size)
+        size //= s0
+        c0, c1 = ch(params.first_channels), ch(params.first_mb_channels)
+        first = (
+            BlockSpec("conv_bn_act", data.in_channels, c0, s0, {"kernel": 3, "activation": act, "bn_decay": bn}),
+            BlockSpec("mobile", c0, c1, 1, {"expansion": 1, "kernel": 3, "activation": act, "bn_decay": bn}),
+        )
+        search = []
+        in_ch = c1
+        for channels, layers, stride in params.stages:
+            out_ch = ch(channels)
+            for i in range(layers):
+                s = _stride(stride, size, params.min_feature_size) if i == 0 else 1
+                size //= s
+                search.append(LayerSpec(f"layer_{len(search)}", in_ch, out_ch, s))
+                in_ch = out_ch
+        last_ch = ch(params.last_channels) if params.width_mult > 1.0 else params.last_channels
+        last = (
+            BlockSpec("conv_bn_act", in_ch, last_ch, 1, {"kernel": 1, "activation": act, "bn_decay": bn}),
+            BlockSpec("gap", last_ch, last_ch),
+            BlockSpec("linear", last_ch, data.num_classes, 1, {"dropout": params.dropout}),
+        )
+        micro = [
+            CandidateSpec(f"MB{e}_K{k}", "mobile",
+                          {"expansion": e, "kernel": k, "activation": act, "se": params.se, "bn_decay": bn})
+            for e in params.expansions for k in params.kernels
+        ]
+        if params.skip:
+            micro.append(CandidateSpec("skip", "skip"))
+        return MacroConfig(first, tuple(search), last), tuple(micro)

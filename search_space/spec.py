@@ -1,0 +1,91 @@
+"""Plain-data descriptions of a space's structure: macro_cfg (stages) and micro_cfg (candidates)."""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Tuple
+
+from nnabla.core.module import Module
+
+from search_space.blocks.builder import block_allows, build_block
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a space needs to know about the data: classes, channels and square input size."""
+
+    num_classes: int
+    in_channels: int
+    input_size: int
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A fixed block of the first/last stage."""
+
+    block_type: str
+    in_channels: int
+    out_channels: int
+    stride: int = 1
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Module:
+        """Construct the block."""
+        return build_block(self.block_type, self.in_channels, self.out_channels, self.stride, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One searchable position of the search stage; ``label`` names its decision."""
+
+    label: str
+    in_channels: int
+    out_channels: int
+    stride: int = 1
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """One candidate block that a searchable position may hold; ``name`` is its value in an arch."""
+
+    name: str
+    block_type: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def allowed(self, layer: LayerSpec) -> bool:
+        """Whether this candidate fits the layer's shape (e.g. skip only where the shape is kept)."""
+        return block_allows(self.block_type, layer.in_channels, layer.out_channels, layer.stride)
+
+    def build(self, layer: LayerSpec) -> Module:
+        """Construct this candidate at ``layer``."""
+        return build_block(self.block_type, layer.in_channels, layer.out_channels, layer.stride, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class MacroConfig:
+    """The whole network: fixed ``first`` blocks, searchable ``search`` layers, fixed ``last`` blocks."""
+
+    first: Tuple[BlockSpec, ...]
+    search: Tuple[LayerSpec, ...]
+    last: Tuple[BlockSpec, ...]
+
+
+MicroConfig = Tuple[CandidateSpec, ...]
+
+
+def layer_candidates(layer: LayerSpec, micro_cfg: MicroConfig) -> List[CandidateSpec]:
+    """The candidates of ``micro_cfg`` that fit ``layer``, in order."""
+    return [c for c in micro_cfg if c.allowed(layer)]
+
+
+def candidate_by_name(micro_cfg: MicroConfig) -> Dict[str, CandidateSpec]:
+    """``{name: CandidateSpec}`` of a micro config."""
+    return {c.name: c for c in micro_cfg}
+
+
+def spatial_sizes(macro_cfg: MacroConfig, input_size: int) -> Tuple[List[int], List[int], List[int]]:
+    """Input spatial size of every first, search and last block (same-padding convolutions)."""
+    size = input_size
+    out: Tuple[List[int], List[int], List[int]] = ([], [], [])
+    for specs, sizes in zip((macro_cfg.first, macro_cfg.search, macro_cfg.last), out):
+        for spec in specs:
+            sizes.append(size)
+            size = (size + spec.stride - 1) // spec.stride
+    return out
