@@ -1,4 +1,5 @@
 """Atomic writes for checkpoints, JSON and any file the run directory holds."""
+
 import contextlib
 import json
 import os

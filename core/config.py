@@ -1,8 +1,9 @@
 """Typed, frozen run configuration: YAML (safe_load) + `key.sub=value` overrides -> dataclasses."""
+
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Sequence
+from typing import Any, Dict, List, Literal, Sequence
 
 import yaml
 
@@ -41,14 +42,14 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 64
-    mini_batch: Optional[int] = None
+    mini_batch: int | None = None
     warmup_epochs: int = 0
     lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
     step_epochs: int = 30
     step_gamma: float = 0.1
-    grad_clip: Optional[float] = 5.0
+    grad_clip: float | None = 5.0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    max_steps_per_epoch: Optional[int] = None
+    max_steps_per_epoch: int | None = None
     log_every: int = 10
     checkpoint_every: int = 1
 
@@ -58,14 +59,14 @@ class HardwareConfig:
     """The hardware budget: which lookup-table metric constrains the search, and its target."""
 
     info_metric: Literal["flops", "params"] = "flops"
-    target_hc: Optional[float] = None
+    target_hc: float | None = None
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """How the search stage scores architectures on the trained supernet."""
 
-    valid_batches: Optional[int] = None
+    valid_batches: int | None = None
     eval_batch_size: int = 256
     bn_recalibration_batches: int = 0
     retrain: bool = True
@@ -75,7 +76,7 @@ class SearchConfig:
 class EvaluateConfig:
     """The evaluate stage: which architecture to retrain from scratch and what to export."""
 
-    arch_path: Optional[str] = None
+    arch_path: str | None = None
     export_nnp: bool = True
 
 
@@ -166,7 +167,7 @@ def apply_overrides(raw: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, 
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{'.'.join(parts[:i + 1])}: is a value, cannot set {'.'.join(parts)}")
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {'.'.join(parts)}")
             node = child
         node[parts[-1]] = value
     return out
@@ -225,9 +226,15 @@ def dump_config(config: Config, path: str) -> None:
 def _fixed_part_type() -> type:
     names = {"agent"} | set(COMPONENT_SECTIONS)
     fields = [
-        (f.name, f.type, field(default=f.default) if f.default is not dataclasses.MISSING
-         else field(default_factory=f.default_factory))
-        for f in dataclasses.fields(Config) if f.name not in names
+        (
+            f.name,
+            f.type,
+            field(default=f.default)
+            if f.default is not dataclasses.MISSING
+            else field(default_factory=f.default_factory),
+        )
+        for f in dataclasses.fields(Config)
+        if f.name not in names
     ]
     return dataclasses.make_dataclass("_FixedPart", fields, frozen=True)
 

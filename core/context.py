@@ -1,4 +1,5 @@
 """Select the nnabla compute context; the CUDA extension is imported only when asked for."""
+
 import importlib
 
 import nnabla as nn

@@ -1,4 +1,5 @@
 """The registries of every component kind; each fills itself by importing its package on first use."""
+
 from core.registry import Registry
 
 SEARCH_SPACES: Registry = Registry("search space", package="search_space")

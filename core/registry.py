@@ -1,7 +1,8 @@
 """One registry per component kind, filled by a decorator; packages import their own submodules."""
+
 import importlib
 import pkgutil
-from typing import Callable, Dict, Generic, Iterator, List, Optional, TypeVar
+from typing import Callable, Dict, Generic, Iterator, List, TypeVar
 
 from core.errors import RegistryError, UnknownComponentError
 from core.suggest import did_you_mean
@@ -17,7 +18,7 @@ class Registry(Generic[T]):
     never import component modules themselves. The package's ``__init__`` stays import-light.
     """
 
-    def __init__(self, kind: str, package: Optional[str] = None):
+    def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
         self.package = package
         self._items: Dict[str, T] = {}

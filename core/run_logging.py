@@ -1,15 +1,17 @@
 """Run logging: a `log.txt` file logger, console echo, and TensorBoard scalars via tensorboardX."""
+
 import logging
 import os
 import sys
-from typing import Mapping, Optional
+from typing import Mapping
 
+from nnabla.logger import logger as nnabla_logger
 from tensorboardX import SummaryWriter
 
 LOGGER_NAME = "nas"
 
 
-def setup_logger(run_dir: Optional[str], verbose: bool = True) -> logging.Logger:
+def setup_logger(run_dir: str | None, verbose: bool = True) -> logging.Logger:
     """Configure the toolkit logger to write to ``run_dir/log.txt`` and (optionally) stderr."""
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
@@ -17,6 +19,7 @@ def setup_logger(run_dir: Optional[str], verbose: bool = True) -> logging.Logger
         h.close()
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    nnabla_logger.setLevel(logging.WARNING)  # nnabla's per-iterator INFO lines drown the run's own log
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if run_dir is not None:
         fh = logging.FileHandler(os.path.join(run_dir, "log.txt"), encoding="utf-8")
@@ -37,7 +40,7 @@ def get_logger() -> logging.Logger:
 class Monitor:
     """Scalars to TensorBoard (``run_dir/tb``) and to the log; a no-op sink when run_dir is None."""
 
-    def __init__(self, run_dir: Optional[str]):
+    def __init__(self, run_dir: str | None):
         self.writer = SummaryWriter(os.path.join(run_dir, "tb")) if run_dir else None
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:

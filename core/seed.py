@@ -1,4 +1,5 @@
 """One seeded numpy Generator per run, handed to every component that draws random numbers."""
+
 import numpy as np
 
 

@@ -1,9 +1,10 @@
 """Closest-match suggestions for error messages."""
+
 import difflib
-from typing import Iterable, Optional
+from typing import Iterable
 
 
-def closest(name: str, candidates: Iterable[str]) -> Optional[str]:
+def closest(name: str, candidates: Iterable[str]) -> str | None:
     """Return the candidate most similar to ``name`` (case-insensitive), or None."""
     cands = list(candidates)
     lowered = {c.lower(): c for c in cands}

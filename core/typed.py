@@ -1,4 +1,5 @@
 """Convert plain YAML data into frozen dataclasses, naming the dotted path of any bad value."""
+
 import dataclasses
 import types
 import typing

@@ -6,6 +6,7 @@ convolution's weight already has ``C_in / group`` input channels, so its cost is
 ``out_elements * (C_in / group) * kh * kw`` with no further division by ``group``.
 Parameters are the distinct trainable leaf inputs (``need_grad``) that the graph reads.
 """
+
 from typing import Dict, Tuple
 
 import nnabla as nn

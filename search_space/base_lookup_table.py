@@ -1,7 +1,8 @@
 """Hardware lookup table: per-metric cost of every (layer, candidate) plus the fixed base cost."""
+
 import abc
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 
@@ -23,8 +24,14 @@ class BaseLookUpTable(abc.ABC):
     layers sums every layer's cost for the chosen value.
     """
 
-    def __init__(self, macro_cfg: MacroConfig, micro_cfg: MicroConfig, data: DataInfo,
-                 metrics: Sequence[str] = COUNTED_METRICS, table: Optional[Mapping[str, Any]] = None):
+    def __init__(
+        self,
+        macro_cfg: MacroConfig,
+        micro_cfg: MicroConfig,
+        data: DataInfo,
+        metrics: Sequence[str] = COUNTED_METRICS,
+        table: Mapping[str, Any] | None = None,
+    ):
         self.macro_cfg, self.micro_cfg, self.data = macro_cfg, micro_cfg, data
         self.metrics = tuple(metrics)
         self.first_sizes, self.search_sizes, self.last_sizes = spatial_sizes(macro_cfg, data.input_size)
@@ -41,7 +48,9 @@ class BaseLookUpTable(abc.ABC):
         self._matrix = {m: self._as_matrix(m) for m in self.metrics}
 
     @abc.abstractmethod
-    def construct_info_table(self, metrics: Sequence[str]) -> "tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]":
+    def construct_info_table(
+        self, metrics: Sequence[str]
+    ) -> "tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]":
         """Return ``(info_table, base)`` for ``metrics``."""
 
     def count_search_stage(self, metrics: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
@@ -71,7 +80,9 @@ class BaseLookUpTable(abc.ABC):
     def _check_metrics(self, metrics: Sequence[str]) -> None:
         unknown = [m for m in metrics if m not in COUNTED_METRICS]
         if unknown:
-            raise ConfigError(f"lookup table metric {unknown[0]!r} cannot be counted; valid: {', '.join(COUNTED_METRICS)}")
+            raise ConfigError(
+                f"lookup table metric {unknown[0]!r} cannot be counted; valid: {', '.join(COUNTED_METRICS)}"
+            )
 
     def predict(self, arch: Mapping[str, Any], metric: str) -> float:
         """Cost of one architecture."""
@@ -118,8 +129,13 @@ class BaseLookUpTable(abc.ABC):
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready table with the device/context it was measured on."""
-        return {"device": self.device, "metrics": list(self.metrics), "base": self.base,
-                "info_table": self.info_table, "choices": self.choices.to_dict()}
+        return {
+            "device": self.device,
+            "metrics": list(self.metrics),
+            "base": self.base,
+            "info_table": self.info_table,
+            "choices": self.choices.to_dict(),
+        }
 
     def save(self, path: str) -> None:
         """Write the table as JSON (atomically)."""

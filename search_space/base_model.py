@@ -1,4 +1,5 @@
 """The standalone network of one architecture: only the chosen blocks exist (what is retrained/exported)."""
+
 import abc
 from typing import Any, Mapping
 

@@ -1,4 +1,5 @@
 """Supernet and superlayer bases: mechanism only (set_active, arch params); policies live elsewhere."""
+
 import abc
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
@@ -114,7 +115,7 @@ class BaseSupernet(ABCModule):
 
     def arch_parameters(self) -> "OrderedDict[str, nn.Variable]":
         """``{label: alpha}`` gathered from the superlayers that own them (shared labels once)."""
-        out: "OrderedDict[str, nn.Variable]" = OrderedDict()
+        out: OrderedDict[str, nn.Variable] = OrderedDict()
         for s in self.superlayers():
             if s.has_arch_param and s.label not in out:
                 out[s.label] = s.arch_parameter()
@@ -133,7 +134,7 @@ class BaseSupernet(ABCModule):
                 for v in s.candidate_parameters(c).values():
                     owner[id(v)] = self.group_name(i, c)
         arch_ids = {id(v) for v in self.arch_parameters().values()}
-        groups: "OrderedDict[str, OrderedDict[str, nn.Variable]]" = OrderedDict()
+        groups: OrderedDict[str, OrderedDict[str, nn.Variable]] = OrderedDict()
         groups[SHARED_GROUP] = OrderedDict()
         for name, v in all_params.items():
             if id(v) in arch_ids:
@@ -143,7 +144,7 @@ class BaseSupernet(ABCModule):
 
     def weight_parameters(self) -> "OrderedDict[str, nn.Variable]":
         """Every trainable weight (no architecture parameter)."""
-        out: "OrderedDict[str, nn.Variable]" = OrderedDict()
+        out: OrderedDict[str, nn.Variable] = OrderedDict()
         for g in self.weight_groups().values():
             out.update(g)
         return out

@@ -1,4 +1,5 @@
 """Framework-free space vocabulary: a space is ``{label: Categorical(values)}``, an arch ``{label: value}``."""
+
 import json
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Union

@@ -4,8 +4,9 @@ Eager parameters let a supernet hand every weight to its optimizers, count param
 checkpoints before any graph is built. Parameters are looked up by name at call time, so
 ``load_parameters``/``set_parameters`` (which replace the Variables) keep working.
 """
+
 import abc
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Sequence
 
 import nnabla as nn
 import nnabla.functions as F
@@ -73,8 +74,16 @@ def _param(name: str, shape, init, need_grad: bool = True) -> nn.Variable:
 class Conv2d(Module):
     """2-D convolution (grouped/depthwise via ``group``) with He-normal weights; bias optional."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
-                 pad: Optional[int] = None, group: int = 1, with_bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        pad: int | None = None,
+        group: int = 1,
+        with_bias: bool = False,
+    ):
         if in_channels % group or out_channels % group:
             raise ValueError(f"channels {in_channels}->{out_channels} not divisible by group {group}")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -108,8 +117,9 @@ class BatchNorm2d(Module):
         beta, gamma = _param("beta", shape, None), _param("gamma", shape, None)
         mean = _param("mean", shape, None, need_grad=False)
         var = _param("var", shape, None, need_grad=False)
-        return F.batch_normalization(x, beta, gamma, mean, var, axes=[1], decay_rate=self.decay_rate,
-                                     eps=self.eps, batch_stat=self.training)
+        return F.batch_normalization(
+            x, beta, gamma, mean, var, axes=[1], decay_rate=self.decay_rate, eps=self.eps, batch_stat=self.training
+        )
 
 
 class Linear(Module):
@@ -117,8 +127,11 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, with_bias: bool = True):
         self.in_features, self.out_features, self.with_bias = in_features, out_features, with_bias
-        _param("W", (in_features, out_features), I.UniformInitializer((-(1 / in_features) ** 0.5,
-                                                                        (1 / in_features) ** 0.5)))
+        _param(
+            "W",
+            (in_features, out_features),
+            I.UniformInitializer((-((1 / in_features) ** 0.5), (1 / in_features) ** 0.5)),
+        )
         if with_bias:
             _param("b", (out_features,), I.ConstantInitializer(0.0))
 
@@ -145,8 +158,9 @@ ACTIVATIONS: Dict[str, Callable] = {
 def activation_fn(name: str) -> Callable:
     """The activation function called ``name``; unknown names list the valid ones."""
     if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}{did_you_mean(name, ACTIVATIONS)}; "
-                          f"valid: {', '.join(ACTIVATIONS)}")
+        raise ConfigError(
+            f"unknown activation {name!r}{did_you_mean(name, ACTIVATIONS)}; valid: {', '.join(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]
 
 

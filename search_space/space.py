@@ -1,4 +1,5 @@
 """A search space as registered: its supernet, standalone model and lookup-table classes, plus params."""
+
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Tuple, Type
 
@@ -40,14 +41,16 @@ class SearchSpace:
         """The standalone network of ``arch``."""
         return self.model(arch, *self.model_cfg(params, data))
 
-    def build_lookup_table(self, params: Any, data: DataInfo,
-                           metrics: Sequence[str] = COUNTED_METRICS) -> BaseLookUpTable:
+    def build_lookup_table(
+        self, params: Any, data: DataInfo, metrics: Sequence[str] = COUNTED_METRICS
+    ) -> BaseLookUpTable:
         """Count every candidate's cost at its position."""
         return self.lookup_table(*self.model_cfg(params, data), data, metrics=metrics)
 
 
-def register_space(name: str, supernet: Type[BaseSupernet], model: Type[BaseModel],
-                   lookup_table: Type[BaseLookUpTable]) -> SearchSpace:
+def register_space(
+    name: str, supernet: Type[BaseSupernet], model: Type[BaseModel], lookup_table: Type[BaseLookUpTable]
+) -> SearchSpace:
     """Register a space under ``name`` (the ``search_space_agent`` value) and return it."""
     for cls, base in ((supernet, BaseSupernet), (model, BaseModel), (lookup_table, BaseLookUpTable)):
         if not (isinstance(cls, type) and issubclass(cls, base)):

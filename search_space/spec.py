@@ -1,4 +1,5 @@
 """Plain-data descriptions of a space's structure: macro_cfg (stages) and micro_cfg (candidates)."""
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
 

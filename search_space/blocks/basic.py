@@ -1,4 +1,5 @@
 """Basic blocks: ConvBNAct, Skip, global average pooling and the Linear classifier."""
+
 import nnabla.functions as F
 from nnabla.core.module import Module
 
@@ -10,8 +11,16 @@ from search_space.layers import Activation, BatchNorm2d, Conv2d, GlobalAvgPool, 
 class ConvBNAct(Module):
     """Convolution -> batch norm -> activation."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel: int = 3,
-                 activation: str = "relu6", group: int = 1, bn_decay: float = 0.9):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        kernel: int = 3,
+        activation: str = "relu6",
+        group: int = 1,
+        bn_decay: float = 0.9,
+    ):
         self.conv = Conv2d(in_channels, out_channels, kernel, stride, group=group)
         self.bn = BatchNorm2d(out_channels, decay_rate=bn_decay)
         self.act = Activation(activation)

@@ -1,4 +1,5 @@
 """The one block builder every space uses: ``build_block(block_type, in_ch, out_ch, stride, **kw)``."""
+
 from typing import Any
 
 from nnabla.core.module import Module

@@ -1,4 +1,5 @@
 """MobileNetV2 inverted residual block (expansion, kernel, stride, activation, optional SE)."""
+
 import nnabla.functions as F
 from nnabla.core.module import Module
 
@@ -31,8 +32,17 @@ class SqueezeExcite(Module):
 class InvertedResidual(Module):
     """1x1 expand -> kxk depthwise (stride) -> [SE] -> 1x1 project; residual when shapes match."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: int = 6,
-                 kernel: int = 3, activation: str = "relu6", se: bool = False, bn_decay: float = 0.9):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        expansion: int = 6,
+        kernel: int = 3,
+        activation: str = "relu6",
+        se: bool = False,
+        bn_decay: float = 0.9,
+    ):
         hidden = int(round(in_channels * expansion))
         self.use_residual = stride == 1 and in_channels == out_channels
         if expansion != 1:

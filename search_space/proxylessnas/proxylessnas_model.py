@@ -1,4 +1,5 @@
 """ProxylessNAS standalone model: the chosen block at each layer, nothing else."""
+
 from search_space.base_model import BaseModel
 from search_space.choices import Arch
 from search_space.layers import ModuleList

@@ -1,4 +1,5 @@
 """ProxylessNAS supernet: macro_cfg/micro_cfg from params and data; the base class does the rest."""
+
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -16,7 +17,14 @@ class ProxylessNASParams:
     first_stride: int = 1
     first_mb_channels: int = 16
     #: (channels, layers, stride) per stage; the default is ProxylessNAS's CIFAR backbone
-    stages: Tuple[Tuple[int, int, int], ...] = ((24, 4, 1), (40, 4, 2), (80, 4, 2), (96, 4, 1), (192, 4, 2), (320, 1, 1))
+    stages: Tuple[Tuple[int, int, int], ...] = (
+        (24, 4, 1),
+        (40, 4, 2),
+        (80, 4, 2),
+        (96, 4, 1),
+        (192, 4, 2),
+        (320, 1, 1),
+    )
     last_channels: int = 1280
     expansions: Tuple[int, ...] = (3, 6)
     kernels: Tuple[int, ...] = (3, 5, 7)
@@ -41,6 +49,7 @@ class ProxylessNASSupernet(BaseSupernet):
     @staticmethod
     def get_model_cfg(params: ProxylessNASParams, data: DataInfo) -> Tuple[MacroConfig, MicroConfig]:
         """Stages scaled by ``width_mult``; strides dropped where the input is too small for them."""
+
         def ch(c: int) -> int:
             return make_divisible(c * params.width_mult)
 
@@ -69,9 +78,13 @@ class ProxylessNASSupernet(BaseSupernet):
             BlockSpec("linear", last_ch, data.num_classes, 1, {"dropout": params.dropout}),
         )
         micro = [
-            CandidateSpec(f"MB{e}_K{k}", "mobile",
-                          {"expansion": e, "kernel": k, "activation": act, "se": params.se, "bn_decay": bn})
-            for e in params.expansions for k in params.kernels
+            CandidateSpec(
+                f"MB{e}_K{k}",
+                "mobile",
+                {"expansion": e, "kernel": k, "activation": act, "se": params.se, "bn_decay": bn},
+            )
+            for e in params.expansions
+            for k in params.kernels
         ]
         if params.skip:
             micro.append(CandidateSpec("skip", "skip"))

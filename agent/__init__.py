@@ -1,0 +1,1 @@
+"""Agents wire the components into one run: ``search`` (supernet -> search -> retrain) and ``evaluate``."""

@@ -1,0 +1,1 @@
+"""Training criteria ``(logits, target, **context) -> loss Variable``, registered in CRITERIA."""

@@ -1,0 +1,39 @@
+"""scikit-learn's bundled handwritten digits (1,797 8x8 grey images, 10 classes): the default, download-free data."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.datasets import load_digits
+
+from core.registries import DATASETS
+from dataset.base import BaseDataset, DatasetParams, DatasetSplits, check_portion, holdout_test, make_splits
+
+
+@dataclass(frozen=True)
+class DigitsParams(DatasetParams):
+    """Digits config section: a stratified test hold-out, then train/valid; no flips (they change digits)."""
+
+    input_size: int = 8
+    test_portion: float = 0.2
+    augment: bool = False
+    pad: int = 1
+    flip: bool = False
+
+
+@DATASETS.register("digits")
+class DigitsDataset(BaseDataset):
+    """``sklearn.datasets.load_digits`` (pixel values 0..16) split into train / valid / test."""
+
+    Params = DigitsParams
+
+    def __init__(self, params: DigitsParams | None = None):
+        super().__init__(params)
+        check_portion("dataset.test_portion", self.params.test_portion)
+
+    def load(self) -> DatasetSplits:
+        """The stratified, normalised splits at ``input_size``."""
+        raw = load_digits()
+        images = np.asarray(raw.images, dtype=np.float32)[..., np.newaxis]
+        labels = np.asarray(raw.target, dtype=np.int32)
+        trainval, test = holdout_test(images, labels, self.params.test_portion, self.params.split_seed)
+        return make_splits(self.params, trainval, test, num_classes=10, source="digits")

@@ -1,0 +1,82 @@
+"""Run a one-shot NAS experiment from one YAML file: python main.py -c CONFIG [--title T] [key=value ...]."""
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from typing import Any, Dict, List
+
+from core.config import Config, dump_config, load_config
+from core.errors import NASError
+from core.registries import AGENTS
+from core.run_logging import setup_logger
+
+
+def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
+    """Command-line interface."""
+    p = argparse.ArgumentParser(
+        description="Train a supernet, search it under a hardware budget, retrain and test the found network.",
+        epilog="Overrides: any config key as dotted.path=value, e.g. train.epochs=1 search_strategy.generations=2",
+    )
+    p.add_argument("-c", "--config", required=True, help="YAML agent config (see configs/)")
+    p.add_argument("--title", help="run name; the run directory is <output-dir>/<title> (default: config name + time)")
+    p.add_argument("--output-dir", help="parent of run directories (default: the config's output_dir, 'runs')")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or console log (log.txt is still written)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    return p.parse_args(argv)
+
+
+def make_run_dir(output_dir: str, title: str) -> str:
+    """Create a new, empty run directory; an existing one is never reused or overwritten."""
+    if not title or os.sep in title or title in (".", ".."):
+        raise NASError(f"--title {title!r}: must be a plain directory name")
+    run_dir = os.path.join(output_dir, title)
+    if os.path.exists(run_dir):
+        raise NASError(f"run directory {run_dir} already exists; choose another --title")
+    os.makedirs(run_dir)
+    return run_dir
+
+
+def run(config: Config, run_dir: str, progress: bool = True) -> Dict[str, Any]:
+    """Write the resolved config, then build and run the configured agent in ``run_dir``."""
+    dump_config(config, os.path.join(run_dir, "config.yaml"))
+    logger = setup_logger(run_dir, verbose=progress)
+    logger.info("run directory %s", run_dir)
+    agent = AGENTS.get(config.agent.main_agent)(config, run_dir, progress=progress)
+    try:
+        return agent.run()
+    finally:
+        agent.close()
+
+
+def main(argv: List[str] | None = None) -> int:
+    """Parse, load, validate, build, dispatch; user mistakes exit 2 with one line on stderr."""
+    args = parse_args(argv)
+    run_dir = None
+    try:
+        config = load_config(args.config, args.overrides)
+        title = args.title or f"{os.path.splitext(os.path.basename(args.config))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = make_run_dir(args.output_dir or config.output_dir, title)
+        metrics = run(config, run_dir, progress=not args.quiet)
+    except NASError as err:
+        if run_dir is not None and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+            shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary(metrics, run_dir))
+    return 0
+
+
+def summary(metrics: Dict[str, Any], run_dir: str) -> str:
+    """The lines printed at the end of a run."""
+    lines = [f"run directory: {run_dir}", f"architecture: {metrics.get('arch')}"]
+    for key in ("flops", "params", "target_hc", "supernet_valid_accuracy", "test_accuracy"):
+        value = metrics.get(key)
+        if value is not None:
+            lines.append(f"{key}: {value:.4f}" if key.endswith("accuracy") else f"{key}: {value:,.0f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Search-strategy contract: Budget, SearchResult, the per-search tracker and BaseSearchStrategy (no nnabla)."""
+
+import abc
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, List, Mapping
+
+import numpy as np
+
+from core.errors import ArchitectureError, ConfigError
+from core.suggest import did_you_mean
+from search_space.choices import Arch, SearchSpaceChoices, arch_key
+
+Evaluate = Callable[[Arch], Mapping[str, float]]
+Progress = Callable[[Dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Fields every strategy's Params shares; subclass it to add the strategy's own fields."""
+
+    #: key of the metrics returned by ``evaluate(arch)`` that the search maximises
+    objective: str = "accuracy"
+    #: random draws tried to find one new architecture within budget before giving up
+    max_sample_tries: int = 1000
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A hardware constraint ``cost(arch) <= target`` on ``metric``; all None means unconstrained."""
+
+    metric: str | None
+    target: float | None
+    cost: Callable[[Arch], float] | None
+
+    def __post_init__(self) -> None:
+        if self.target is not None and (self.metric is None or self.cost is None):
+            raise ConfigError(f"a budget target ({self.target}) needs both a metric name and a cost function")
+
+    @classmethod
+    def unconstrained(cls) -> "Budget":
+        """A budget that admits every architecture."""
+        return cls(None, None, None)
+
+    @property
+    def constrained(self) -> bool:
+        """True when a target is set."""
+        return self.target is not None
+
+    def cost_of(self, arch: Arch) -> float | None:
+        """The architecture's cost, or None without a cost function."""
+        return None if self.cost is None else float(self.cost(arch))
+
+    def allows(self, cost: float | None) -> bool:
+        """True when a cost fits the target (always without a target; a NaN cost never fits)."""
+        return self.target is None or (cost is not None and cost <= self.target)
+
+    def within(self, arch: Arch) -> bool:
+        """True when the architecture fits the budget (always when unconstrained)."""
+        return self.target is None or self.allows(self.cost_of(arch))
+
+
+@dataclass
+class SearchResult:
+    """What a search returns: the best in-budget architecture, its metrics and the full history."""
+
+    best_arch: Arch
+    #: the objective and every other metric of the best arch, plus its cost under the budget's metric name
+    best_metrics: Dict[str, float]
+    #: one entry per evaluated architecture: {"arch", "metrics", "cost", "generation"}
+    history: List[Dict[str, Any]]
+    evaluations: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-ready data (numpy scalars turned into Python numbers)."""
+        return {
+            "best_arch": _plain(self.best_arch),
+            "best_metrics": _plain(self.best_metrics),
+            "history": _plain(self.history),
+            "evaluations": int(self.evaluations),
+        }
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+class SearchTracker:
+    """Per-search bookkeeping: evaluation cache keyed by ``arch_key``, history, best in budget, progress calls."""
+
+    def __init__(self, evaluate: Evaluate, budget: Budget, objective: str, progress: Progress | None = None):
+        self._evaluate = evaluate
+        self.budget = budget
+        self.objective = objective
+        self._progress = progress
+        self._cache: Dict[str, Dict[str, Any]] = {}
+        self.history: List[Dict[str, Any]] = []
+        self._best: Dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.history)
+
+    def seen(self, arch: Arch) -> bool:
+        """True when the architecture was evaluated already."""
+        return arch_key(arch) in self._cache
+
+    def score(self, entry: Mapping[str, Any]) -> float:
+        """The objective of a history entry (NaN ranks last)."""
+        value = entry["metrics"][self.objective]
+        return -math.inf if math.isnan(value) else value
+
+    def evaluate(self, arch: Arch, generation: int = 0) -> Dict[str, Any]:
+        """Evaluate an in-budget architecture once (later calls hit the cache) and return its history entry."""
+        key = arch_key(arch)
+        if key in self._cache:
+            return self._cache[key]
+        cost = self.budget.cost_of(arch)
+        if not self.budget.allows(cost):
+            raise ValueError(f"strategy bug: asked to evaluate an arch over budget ({self.budget.metric} {cost})")
+        metrics = {str(k): float(v) for k, v in self._evaluate(dict(arch)).items()}
+        if self.objective not in metrics:
+            raise ConfigError(
+                f"search_strategy.objective: {self.objective!r} is not among the evaluated metrics "
+                f"{sorted(metrics)}{did_you_mean(self.objective, metrics)}"
+            )
+        entry = {"arch": dict(arch), "metrics": metrics, "cost": cost, "generation": int(generation)}
+        self._cache[key] = entry
+        self.history.append(entry)
+        if self._best is None or self.score(entry) > self.score(self._best):
+            self._best = entry
+        if self._progress is not None:
+            self._progress(
+                {
+                    "evaluations": len(self.history),
+                    "generation": int(generation),
+                    "objective": metrics[self.objective],
+                    "cost": cost,
+                    "best_objective": self._best["metrics"][self.objective],
+                }
+            )
+        return entry
+
+    def top(self, k: int) -> List[Dict[str, Any]]:
+        """The ``k`` best history entries, best first (ties: earliest evaluated first)."""
+        return sorted(self.history, key=self.score, reverse=True)[:k]
+
+    def result(self) -> SearchResult:
+        """The SearchResult of everything evaluated so far."""
+        if self._best is None:
+            raise ArchitectureError("the search evaluated no architecture")
+        best_metrics = dict(self._best["metrics"])
+        if self.budget.metric is not None and self._best["cost"] is not None:
+            best_metrics[self.budget.metric] = self._best["cost"]
+        history = [{**e, "arch": dict(e["arch"]), "metrics": dict(e["metrics"])} for e in self.history]
+        return SearchResult(dict(self._best["arch"]), best_metrics, history, len(self.history))
+
+
+class BaseSearchStrategy(abc.ABC):
+    """Searches a SearchSpaceChoices through an ``evaluate(arch) -> metrics`` callable, maximising the objective.
+
+    Invariant: an architecture over budget is never evaluated and never returned. ``progress`` is called once
+    per evaluation with ``{"evaluations", "generation", "objective", "cost", "best_objective"}``.
+    """
+
+    Params: ClassVar[type] = SearchParams
+
+    def __init__(self, params: Any | None = None):
+        self.params = self.Params() if params is None else params
+        if not isinstance(self.params, self.Params):
+            raise TypeError(f"{type(self).__name__} takes {self.Params.__name__}, got {type(self.params).__name__}")
+        self.validate_params()
+
+    def validate_params(self) -> None:
+        """Raise a one-line ConfigError for a bad param; subclasses extend it."""
+        p = self.params
+        if not isinstance(p.objective, str) or not p.objective:
+            raise ConfigError(f"search_strategy.objective: must be a non-empty metric name, got {p.objective!r}")
+        if p.max_sample_tries < 1:
+            raise ConfigError(f"search_strategy.max_sample_tries: must be >= 1, got {p.max_sample_tries}")
+
+    @abc.abstractmethod
+    def search(
+        self,
+        choices: SearchSpaceChoices,
+        evaluate: Evaluate,
+        budget: Budget,
+        rng: np.random.Generator,
+        progress: Progress | None = None,
+    ) -> SearchResult:
+        """Run the search and return the best in-budget architecture found."""
+
+    def tracker(self, evaluate: Evaluate, budget: Budget, progress: Progress | None = None) -> SearchTracker:
+        """A fresh tracker for one search call."""
+        return SearchTracker(evaluate, budget, self.params.objective, progress)
+
+    def sample_new(
+        self, choices: SearchSpaceChoices, budget: Budget, rng: np.random.Generator, tracker: SearchTracker
+    ) -> Arch | None:
+        """A uniformly random in-budget arch not yet evaluated, by rejection.
+
+        Returns None when ``max_sample_tries`` draws found only evaluated ones (the in-budget space looks
+        exhausted); raises ArchitectureError when nothing within budget exists as far as the search can tell.
+        """
+        cheapest = math.inf
+        for _ in range(self.params.max_sample_tries):
+            arch = choices.sample(rng)
+            if tracker.seen(arch):
+                continue
+            cost = budget.cost_of(arch)
+            if budget.allows(cost):
+                return arch
+            if cost is not None and cost < cheapest:
+                cheapest = cost
+        if len(tracker):
+            return None
+        raise ArchitectureError(
+            f"no architecture within budget {budget.metric} <= {budget.target:g} in "
+            f"{self.params.max_sample_tries} random samples (cheapest {budget.metric} seen: {cheapest:.6g}); "
+            f"raise the target or shrink the space"
+        )

@@ -1,0 +1,65 @@
+"""Training-strategy base: a policy consulted by the one loop before and after each step."""
+
+import abc
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Hashable, List
+
+import nnabla as nn
+import numpy as np
+from nnabla.core.module import Module
+
+from search_space.base_supernet import BaseSupernet
+from search_space.choices import arch_key
+
+
+class BaseTrainingStrategy(abc.ABC):
+    """Decides the active path (and, for differentiable ones, moves arch params); the loop does the rest."""
+
+    @dataclass(frozen=True)
+    class Params:
+        """No parameters."""
+
+    def __init__(self, params: Any):
+        self.params = params
+
+    def setup(self, supernet: BaseSupernet, rng: np.random.Generator) -> None:
+        """Called once before training (e.g. to create architecture parameters)."""
+
+    @abc.abstractmethod
+    def before_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
+        """Select what the next training step computes."""
+
+    def after_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
+        """Called after the weight update (e.g. to update architecture parameters)."""
+
+    def weight_groups(self, supernet: BaseSupernet) -> "OrderedDict[str, OrderedDict[str, nn.Variable]]":
+        """Weights partitioned by the optimizer state they keep (one group per candidate)."""
+        return supernet.weight_groups()
+
+    def active_groups(self, supernet: BaseSupernet) -> List[str]:
+        """Weight groups the step trains (default: the single active path's)."""
+        return supernet.active_groups()
+
+    def graph_key(self, supernet: BaseSupernet) -> Hashable:
+        """Identity of the graph the step needs; the loop rebuilds the graph when it changes."""
+        return arch_key(supernet.active_arch())
+
+
+class FixedNetwork(BaseTrainingStrategy):
+    """The policy of a standalone network (retraining): nothing to choose, one weight group."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def before_step(self, supernet: Module, epoch: int, step: int, rng: np.random.Generator) -> None:
+        """Nothing to select."""
+
+    def weight_groups(self, supernet: Module) -> "OrderedDict[str, OrderedDict[str, nn.Variable]]":
+        return OrderedDict(all=supernet.get_parameters(grad_only=True))
+
+    def active_groups(self, supernet: Module) -> List[str]:
+        return ["all"]
+
+    def graph_key(self, supernet: Module) -> Hashable | None:
+        return "static"
