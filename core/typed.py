@@ -55,7 +55,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         if value not in args:
             valid = ", ".join(str(a) for a in args)
             hint = did_you_mean(str(value), [str(a) for a in args])
-            raise ConfigError(f"{path}: invalid value {_show(value)}{hint}; valid: {valid}")
+            raise ConfigError(f"{path}: invalid value {value!r}{hint}; valid: {valid}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):

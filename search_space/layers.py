@@ -104,11 +104,11 @@ class Conv2d(Module):
 class BatchNorm2d(Module):
     """Batch normalisation over channels; batch statistics while ``training``, running ones otherwise."""
 
-    def __init__(self, channels: int, decay_rate: float = 0.9, eps: float = 1e-5):
+    def __init__(self, channels: int, decay_rate: float = 0.9, eps: float = 1e-5, zero_gamma: bool = False):
         self.channels, self.decay_rate, self.eps = channels, decay_rate, eps
         shape = (1, channels, 1, 1)
         _param("beta", shape, I.ConstantInitializer(0.0))
-        _param("gamma", shape, I.ConstantInitializer(1.0))
+        _param("gamma", shape, I.ConstantInitializer(0.0 if zero_gamma else 1.0))
         _param("mean", shape, I.ConstantInitializer(0.0), need_grad=False)
         _param("var", shape, I.ConstantInitializer(1.0), need_grad=False)
 

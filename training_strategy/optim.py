@@ -40,10 +40,14 @@ class ConstantScheduler(BaseLearningRateScheduler):
 
 
 def make_scheduler(cfg: TrainConfig, steps_per_epoch: int) -> BaseLearningRateScheduler:
-    """Cosine/step/constant schedule over the post-warm-up iterations, behind a linear warm-up."""
+    """Cosine/step/constant schedule over all iterations; a warm-up scales its first iterations linearly.
+
+    nnabla's LinearWarmupScheduler multiplies the inner schedule at the same iteration, so the
+    inner schedule spans the whole run (a cosine ends at zero on the last step).
+    """
     lr = cfg.optimizer.lr
     warm = cfg.warmup_epochs * steps_per_epoch
-    total = max(1, cfg.epochs * steps_per_epoch - warm)
+    total = max(1, cfg.epochs * steps_per_epoch)
     if cfg.lr_schedule == "cosine":
         sched: BaseLearningRateScheduler = CosineScheduler(lr, total)
     elif cfg.lr_schedule == "step":

@@ -55,7 +55,9 @@ class InvertedResidual(Module):
         self.dw_act = Activation(activation)
         self.se = SqueezeExcite(hidden) if se else Identity()
         self.project = Conv2d(hidden, out_channels, 1)
-        self.project_bn = BatchNorm2d(out_channels, bn_decay)
+        # a residual block starts as the identity (zero-initialised last BN scale): deep nets and
+        # randomly sampled supernet paths train from a stable start
+        self.project_bn = BatchNorm2d(out_channels, bn_decay, zero_gamma=self.use_residual)
 
     def call(self, x):
         h = x

@@ -1,0 +1,176 @@
+"""Training: uniform sampling statistics, the loop (loss falls, accumulation, clipping), per-group solvers,
+BN recalibration, checkpoints, schedules."""
+import logging
+
+import nnabla as nn
+import numpy as np
+import pytest
+from scipy import stats
+
+from core.config import OptimizerConfig, TrainConfig
+from core.registries import CRITERIA, DATASETS, TRAINING_STRATEGIES
+from core.run_logging import Monitor
+from core.seed import make_rng, spawn_rng
+from dataset.base import ArrayDataset
+from search_space.layers import BatchNorm2d, GlobalAvgPool, Linear, ModuleList
+from training_strategy.base import FixedNetwork
+from training_strategy.evaluation import evaluate_network, recalibrate_bn
+from training_strategy.loop import RunIO, TrainLoop, load_weights
+from training_strategy.optim import make_scheduler
+
+IO = RunIO(logging.getLogger("test"), Monitor(None), None, progress=False)
+
+
+def sample_paths(supernet, seed, n):
+    policy = TRAINING_STRATEGIES.get("uniform")(TRAINING_STRATEGIES.get("uniform").Params())
+    rng = spawn_rng(make_rng(seed))
+    archs = []
+    for step in range(n):
+        policy.before_step(supernet, 0, step, rng)
+        archs.append(supernet.active_arch())
+    return np.array([supernet.choices().to_indices(a) for a in archs])
+
+
+def test_uniform_sampling_is_uniform_independent_and_reproducible(proxyless, tiny_params, digits_info):
+    supernet = proxyless.build_supernet(tiny_params, digits_info)
+    sizes = [len(c) for c in supernet.choices().values()]
+    idx = sample_paths(supernet, seed=3, n=3000)
+    for layer, k in enumerate(sizes):
+        counts = np.bincount(idx[:, layer], minlength=k)
+        assert stats.chisquare(counts).pvalue > 1e-3, (layer, counts)
+    for a in range(len(sizes)):
+        for b in range(a + 1, len(sizes)):
+            table = np.zeros((sizes[a], sizes[b]))
+            np.add.at(table, (idx[:, a], idx[:, b]), 1)
+            assert stats.chi2_contingency(table).pvalue > 1e-3, (a, b)
+    # layers do not move together (the shared-seed pitfall makes every layer draw the same index)
+    same = np.mean([len(set(row)) == 1 for row in idx])
+    assert same < 0.01
+    np.testing.assert_array_equal(idx[:200], sample_paths(supernet, seed=3, n=200))
+    assert not np.array_equal(idx[:200], sample_paths(supernet, seed=4, n=200))
+
+
+def synthetic(samples=256):
+    ds = DATASETS.get("synthetic")
+    return ds(ds.Params(num_classes=4, channels=1, input_size=8, samples=samples)).load()
+
+
+def make_loop(network, data, policy, cfg, seed=0, criterion="cross_entropy"):
+    crit = CRITERIA.get(criterion)(CRITERIA.get(criterion).Params())
+    return TrainLoop(network, crit, data.train, cfg, policy, make_rng(seed), IO, tag="t", valid_data=data.valid)
+
+
+def test_supernet_loss_decreases_and_only_active_groups_move(proxyless, tiny_params):
+    from search_space.spec import DataInfo
+
+    data = synthetic(512)
+    supernet = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
+    policy = TRAINING_STRATEGIES.get("uniform")(TRAINING_STRATEGIES.get("uniform").Params())
+    cfg = TrainConfig(epochs=10, batch_size=16, optimizer=OptimizerConfig(lr=0.05, weight_decay=1e-3))
+    loop = make_loop(supernet, data, policy, cfg)
+    before = {k: v.d.copy() for k, v in supernet.get_parameters(grad_only=True).items()}
+    loop.train_step()
+    active = set(policy.active_groups(supernet))
+    for group, params in supernet.weight_groups().items():
+        moved = any(not np.array_equal(before[k], v.d) for k, v in params.items())
+        assert moved == (group in active), group  # inactive candidates: no decay, no stale momentum
+    history = loop.run()
+    print([round(h["loss"], 3) for h in history], [round(h["valid_accuracy"], 3) for h in history])
+    assert np.mean([h["loss"] for h in history[-2:]]) < history[0]["loss"] - 0.3
+    assert history[-1]["valid_accuracy"] > 0.6
+
+
+def linear_net():
+    return ModuleList([GlobalAvgPool(), Linear(1, 4)])
+
+
+def test_gradient_accumulation_matches_full_batch():
+    data = synthetic(128)
+    results = []
+    for mini in (32, 8):
+        nn.random.seed(0)
+        np.random.seed(0)
+        net = linear_net()
+        net.set_parameters({k: nn.Variable.from_numpy_array(np.full(v.shape, 0.1, np.float32))
+                            for k, v in net.get_parameters().items()})
+        cfg = TrainConfig(epochs=1, batch_size=32, mini_batch=mini, grad_clip=None, lr_schedule="constant",
+                          optimizer=OptimizerConfig(name="sgd", lr=0.5, weight_decay=0.0))
+        loop = make_loop(net, data, FixedNetwork(), cfg, seed=5)
+        loop.train_step()
+        results.append({k: v.d.copy() for k, v in net.get_parameters().items()})
+    for k in results[0]:
+        np.testing.assert_allclose(results[0][k], results[1][k], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_clipping_bounds_the_update():
+    data = synthetic(64)
+    net = linear_net()
+    start = {k: v.d.copy() for k, v in net.get_parameters().items()}
+    cfg = TrainConfig(epochs=1, batch_size=32, grad_clip=1e-3, lr_schedule="constant",
+                      optimizer=OptimizerConfig(name="sgd", lr=1.0, weight_decay=0.0))
+    loop = make_loop(net, data, FixedNetwork(), cfg)
+    m = loop.train_step()
+    assert m["grad_norm"] > 1e-3
+    step = np.sqrt(sum(((v.d - start[k]) ** 2).sum() for k, v in net.get_parameters().items()))
+    assert step == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_checkpoint_round_trip(tmp_path, proxyless, tiny_params):
+    from search_space.spec import DataInfo
+
+    data = synthetic(64)
+    cfg = TrainConfig(epochs=1, batch_size=32)
+    policy = TRAINING_STRATEGIES.get("uniform")(TRAINING_STRATEGIES.get("uniform").Params())
+    net = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
+    loop = make_loop(net, data, policy, cfg)
+    loop.run()
+    loop.save_checkpoint(str(tmp_path))
+    saved = {k: v.d.copy() for k, v in net.get_parameters(grad_only=False).items()}
+    fresh = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
+    loop2 = make_loop(fresh, data, policy, cfg)
+    loop2.load_checkpoint(str(tmp_path))
+    assert loop2.epoch == 1 and loop2.global_step == loop.global_step
+    for k, v in fresh.get_parameters(grad_only=False).items():
+        np.testing.assert_array_equal(v.d, saved[k])
+    with pytest.raises(ValueError, match="network expects"):
+        load_weights(proxyless.build_supernet(proxyless.Params(), DataInfo(4, 1, 8)), str(tmp_path / "t_params.h5"))
+
+
+def test_bn_recalibration_sets_mean_of_batch_statistics():
+    rng = np.random.default_rng(0)
+    images = rng.normal(3.0, 2.0, size=(64, 2, 4, 4)).astype(np.float32)
+    data = ArrayDataset(images, np.zeros(64, np.int32))
+    net = ModuleList([BatchNorm2d(2)])
+    recalibrate_bn(net, data, batch_size=16, batches=3, rng=np.random.default_rng(7))
+    draw = np.random.default_rng(7)
+    batches = [images[draw.choice(64, size=16, replace=False)] for _ in range(3)]
+    expected_mean = np.mean([b.mean(axis=(0, 2, 3)) for b in batches], axis=0)
+    params = net.get_parameters(grad_only=False)
+    np.testing.assert_allclose(params["@0/mean"].d.ravel(), expected_mean, rtol=1e-5)
+    var = params["@0/var"].d.ravel()
+    assert np.all(np.abs(var - 4.0) < 1.0) and net[0].decay_rate == 0.9
+
+
+def test_evaluate_network_counts_every_sample():
+    data = synthetic(100)
+    net = linear_net()
+    full = evaluate_network(net, data.test, batch_size=7)
+    x, y = data.test.images, data.test.labels
+    net.training = False
+    xv = nn.Variable.from_numpy_array(x)
+    out = net(xv)
+    out.forward()
+    assert full["accuracy"] == pytest.approx(np.mean(out.d.argmax(1) == y[:, 0]))
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, lr_schedule="cosine", optimizer=OptimizerConfig(lr=1.0))
+    s = make_scheduler(cfg, steps_per_epoch=10)
+    lrs = [s.get_learning_rate(i) for i in range(100)]
+    cosine = [0.5 * (1 + np.cos(i / 100 * np.pi)) for i in range(100)]
+    assert lrs[0] == pytest.approx(cosine[0] / 20) and lrs[9] == pytest.approx(cosine[9] * 10 / 20)
+    assert lrs[20:] == pytest.approx(cosine[20:])
+    assert lrs[99] < 0.001 and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    step = make_scheduler(TrainConfig(epochs=10, lr_schedule="step", step_epochs=3, step_gamma=0.5,
+                                      optimizer=OptimizerConfig(lr=1.0)), steps_per_epoch=10)
+    assert [step.get_learning_rate(i) for i in (0, 29, 30, 60, 99)] == [1.0, 1.0, 0.5, 0.25, 0.125]
