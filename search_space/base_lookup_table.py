@@ -2,13 +2,14 @@
 
 import abc
 import json
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Type
 
 import numpy as np
 
 from core.checkpoint import write_json
 from core.errors import ArchitectureError, ConfigError
 from hardware.counter import count_module
+from search_space.base_supernet import BaseSuperlayer, Superlayer
 from search_space.choices import SearchSpaceChoices
 from search_space.layers import ModuleList
 from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidates, spatial_sizes
@@ -24,6 +25,9 @@ class BaseLookUpTable(abc.ABC):
     layers sums every layer's cost for the chosen value.
     """
 
+    #: metrics ``construct_info_table`` can produce; a subclass that measures more (latency) extends it
+    supported_metrics: Tuple[str, ...] = COUNTED_METRICS
+
     def __init__(
         self,
         macro_cfg: MacroConfig,
@@ -31,9 +35,16 @@ class BaseLookUpTable(abc.ABC):
         data: DataInfo,
         metrics: Sequence[str] = COUNTED_METRICS,
         table: Mapping[str, Any] | None = None,
+        superlayer_builder: Type[BaseSuperlayer] = Superlayer,
     ):
         self.macro_cfg, self.micro_cfg, self.data = macro_cfg, micro_cfg, data
+        self.superlayer_builder = superlayer_builder
         self.metrics = tuple(metrics)
+        unknown = [m for m in self.metrics if m not in self.supported_metrics]
+        if table is None and unknown:
+            raise ConfigError(
+                f"lookup table metric {unknown[0]!r} is not supported; valid: {', '.join(self.supported_metrics)}"
+            )
         self.first_sizes, self.search_sizes, self.last_sizes = spatial_sizes(macro_cfg, data.input_size)
         self.choices = SearchSpaceChoices(
             [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
@@ -60,7 +71,11 @@ class BaseLookUpTable(abc.ABC):
         for layer, size in zip(self.macro_cfg.search, self.search_sizes):
             key = self.row_key(layer.label, seen)
             shape = (layer.in_channels, size, size)
-            counts = [count_module(c.build(layer), shape) for c in layer_candidates(layer, self.micro_cfg)]
+            superlayer = self.superlayer_builder(layer, layer_candidates(layer, self.micro_cfg))
+            counts = []
+            for i in range(len(superlayer.candidate_names)):
+                superlayer.set_active(i)
+                counts.append(count_module(superlayer, shape))
             for m in metrics:
                 table[m][key] = [c[m] for c in counts]
         return table
@@ -76,13 +91,6 @@ class BaseLookUpTable(abc.ABC):
             for m in metrics:
                 base[m] += counts[m]
         return base
-
-    def _check_metrics(self, metrics: Sequence[str]) -> None:
-        unknown = [m for m in metrics if m not in COUNTED_METRICS]
-        if unknown:
-            raise ConfigError(
-                f"lookup table metric {unknown[0]!r} cannot be counted; valid: {', '.join(COUNTED_METRICS)}"
-            )
 
     def predict(self, arch: Mapping[str, Any], metric: str) -> float:
         """Cost of one architecture."""
@@ -142,11 +150,20 @@ class BaseLookUpTable(abc.ABC):
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str, macro_cfg: MacroConfig, micro_cfg: MicroConfig, data: DataInfo) -> "BaseLookUpTable":
+    def load(
+        cls,
+        path: str,
+        macro_cfg: MacroConfig,
+        micro_cfg: MicroConfig,
+        data: DataInfo,
+        superlayer_builder: Type[BaseSuperlayer] = Superlayer,
+    ) -> "BaseLookUpTable":
         """Read a table saved by ``save`` for the same space; a mismatched space is an error."""
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
-        lut = cls(macro_cfg, micro_cfg, data, metrics=table["metrics"], table=table)
+        lut = cls(
+            macro_cfg, micro_cfg, data, metrics=table["metrics"], table=table, superlayer_builder=superlayer_builder
+        )
         if table.get("choices") != lut.choices.to_dict():
             raise ArchitectureError(f"{path}: lookup table was built for a different search space")
         return lut

@@ -1,9 +1,12 @@
 """The standalone network of one architecture: only the chosen blocks exist (what is retrained/exported)."""
 
 import abc
-from typing import Any, Mapping
+from typing import Any, Mapping, Type
+
+from nnabla.core.module import Module
 
 from core.errors import ArchitectureError
+from search_space.base_supernet import BaseSuperlayer, Superlayer
 from search_space.choices import Arch, SearchSpaceChoices
 from search_space.layers import ABCModule, ModuleList
 from search_space.spec import (
@@ -19,8 +22,15 @@ from search_space.spec import (
 class BaseModel(ABCModule):
     """A static network decoded from ``arch`` over the space's ``macro_cfg``/``micro_cfg``."""
 
-    def __init__(self, arch: Mapping[str, Any], macro_cfg: MacroConfig, micro_cfg: MicroConfig):
+    def __init__(
+        self,
+        arch: Mapping[str, Any],
+        macro_cfg: MacroConfig,
+        micro_cfg: MicroConfig,
+        superlayer_builder: Type[BaseSuperlayer] = Superlayer,
+    ):
         self.macro_cfg, self.micro_cfg = macro_cfg, micro_cfg
+        self.superlayer_builder = superlayer_builder
         self.arch: Arch = self.space_choices(macro_cfg, micro_cfg).validate(arch)
         self.first = ModuleList([b.build() for b in macro_cfg.first])
         self.search = self._construct_stage_layers(self.arch)
@@ -36,6 +46,10 @@ class BaseModel(ABCModule):
         return SearchSpaceChoices(
             [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
         )
+
+    def build_layer(self, layer: LayerSpec, arch: Arch) -> Module:
+        """The module ``arch`` picks at ``layer``, built as the supernet's superlayer builds it."""
+        return self.superlayer_builder.build_standalone(layer, self.chosen_candidate(layer, arch))
 
     def chosen_candidate(self, layer: LayerSpec, arch: Arch) -> CandidateSpec:
         """The candidate ``arch`` picks at ``layer``."""

@@ -34,6 +34,15 @@ class BaseSuperlayer(ABCModule):
     def _construct_candidates(self, layer: LayerSpec, candidates: Sequence[CandidateSpec]) -> List[Module]:
         """Build one module per candidate (in order)."""
 
+    @classmethod
+    def build_standalone(cls, layer: LayerSpec, candidate: CandidateSpec) -> Module:
+        """The module this superlayer runs for ``candidate`` at ``layer``, alone (what a Model holds).
+
+        Models and lookup tables build candidates through this, so a custom ``_construct_candidates``
+        is what the retrained network and the cost table see too.
+        """
+        return cls(layer, [candidate]).candidates[0]
+
     def choice(self) -> Categorical:
         """This position's decision."""
         return Categorical(tuple(self.candidate_names))

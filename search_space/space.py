@@ -39,13 +39,19 @@ class SearchSpace:
 
     def build_model(self, params: Any, data: DataInfo, arch: Mapping[str, Any]) -> BaseModel:
         """The standalone network of ``arch``."""
-        return self.model(arch, *self.model_cfg(params, data))
+        return self.model(arch, *self.model_cfg(params, data), superlayer_builder=self.supernet.superlayer_builder)
 
     def build_lookup_table(
         self, params: Any, data: DataInfo, metrics: Sequence[str] = COUNTED_METRICS
     ) -> BaseLookUpTable:
         """Count every candidate's cost at its position."""
-        return self.lookup_table(*self.model_cfg(params, data), data, metrics=metrics)
+        return self.lookup_table(
+            *self.model_cfg(params, data), data, metrics=metrics, superlayer_builder=self.supernet.superlayer_builder
+        )
+
+    def load_lookup_table(self, path: str, params: Any, data: DataInfo) -> BaseLookUpTable:
+        """Read a saved table, checking it belongs to this space configuration."""
+        return self.lookup_table.load(path, *self.model_cfg(params, data), data, self.supernet.superlayer_builder)
 
 
 def register_space(

@@ -81,6 +81,11 @@ def candidate_by_name(micro_cfg: MicroConfig) -> Dict[str, CandidateSpec]:
     return {c.name: c for c in micro_cfg}
 
 
+def reduce_stride(requested: int, size: int, min_size: int) -> int:
+    """``requested`` if the feature map stays at least ``min_size`` after it, else 1 (small inputs work)."""
+    return requested if requested > 1 and size // requested >= min_size else 1
+
+
 def spatial_sizes(macro_cfg: MacroConfig, input_size: int) -> Tuple[List[int], List[int], List[int]]:
     """Input spatial size of every first, search and last block (same-padding convolutions)."""
     size = input_size

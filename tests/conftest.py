@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny ProxylessNAS configuration and data description for fast graph tests."""
+
 import logging
 import os
 import sys

@@ -1,4 +1,5 @@
 """Typed config: unknown keys with suggestions, wrong types, overrides, cross-field checks, dump round trip."""
+
 import pytest
 import yaml
 

@@ -1,4 +1,5 @@
 """Registries: decorator registration, duplicates, unknown names with suggestions, auto-import of packages."""
+
 import pytest
 
 from core.errors import RegistryError, UnknownComponentError

@@ -1,4 +1,5 @@
 """Search spaces: contract tests over every registered space, lookup table vs the Model graph, hand counts."""
+
 import json
 
 import nnabla as nn

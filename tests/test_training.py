@@ -1,5 +1,6 @@
 """Training: uniform sampling statistics, the loop (loss falls, accumulation, clipping), per-group solvers,
 BN recalibration, checkpoints, schedules."""
+
 import logging
 
 import nnabla as nn
@@ -91,10 +92,20 @@ def test_gradient_accumulation_matches_full_batch():
         nn.random.seed(0)
         np.random.seed(0)
         net = linear_net()
-        net.set_parameters({k: nn.Variable.from_numpy_array(np.full(v.shape, 0.1, np.float32))
-                            for k, v in net.get_parameters().items()})
-        cfg = TrainConfig(epochs=1, batch_size=32, mini_batch=mini, grad_clip=None, lr_schedule="constant",
-                          optimizer=OptimizerConfig(name="sgd", lr=0.5, weight_decay=0.0))
+        net.set_parameters(
+            {
+                k: nn.Variable.from_numpy_array(np.full(v.shape, 0.1, np.float32))
+                for k, v in net.get_parameters().items()
+            }
+        )
+        cfg = TrainConfig(
+            epochs=1,
+            batch_size=32,
+            mini_batch=mini,
+            grad_clip=None,
+            lr_schedule="constant",
+            optimizer=OptimizerConfig(name="sgd", lr=0.5, weight_decay=0.0),
+        )
         loop = make_loop(net, data, FixedNetwork(), cfg, seed=5)
         loop.train_step()
         results.append({k: v.d.copy() for k, v in net.get_parameters().items()})
@@ -106,8 +117,13 @@ def test_gradient_clipping_bounds_the_update():
     data = synthetic(64)
     net = linear_net()
     start = {k: v.d.copy() for k, v in net.get_parameters().items()}
-    cfg = TrainConfig(epochs=1, batch_size=32, grad_clip=1e-3, lr_schedule="constant",
-                      optimizer=OptimizerConfig(name="sgd", lr=1.0, weight_decay=0.0))
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=32,
+        grad_clip=1e-3,
+        lr_schedule="constant",
+        optimizer=OptimizerConfig(name="sgd", lr=1.0, weight_decay=0.0),
+    )
     loop = make_loop(net, data, FixedNetwork(), cfg)
     m = loop.train_step()
     assert m["grad_norm"] > 1e-3
@@ -171,6 +187,8 @@ def test_schedule_warmup_then_cosine():
     assert lrs[0] == pytest.approx(cosine[0] / 20) and lrs[9] == pytest.approx(cosine[9] * 10 / 20)
     assert lrs[20:] == pytest.approx(cosine[20:])
     assert lrs[99] < 0.001 and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
-    step = make_scheduler(TrainConfig(epochs=10, lr_schedule="step", step_epochs=3, step_gamma=0.5,
-                                      optimizer=OptimizerConfig(lr=1.0)), steps_per_epoch=10)
+    step = make_scheduler(
+        TrainConfig(epochs=10, lr_schedule="step", step_epochs=3, step_gamma=0.5, optimizer=OptimizerConfig(lr=1.0)),
+        steps_per_epoch=10,
+    )
     assert [step.get_learning_rate(i) for i in (0, 29, 30, 60, 99)] == [1.0, 1.0, 0.5, 0.25, 0.125]

@@ -11,5 +11,4 @@ class ProxylessNASLookUpTable(BaseLookUpTable):
     def construct_info_table(
         self, metrics: Sequence[str]
     ) -> Tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]:
-        self._check_metrics(metrics)
         return self.count_search_stage(metrics), self.count_fixed_stages(metrics)

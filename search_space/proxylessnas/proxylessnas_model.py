@@ -9,4 +9,4 @@ class ProxylessNASModel(BaseModel):
     """The static network of one ProxylessNAS architecture."""
 
     def _construct_stage_layers(self, arch: Arch) -> ModuleList:
-        return ModuleList([self.chosen_candidate(layer, arch).build(layer) for layer in self.macro_cfg.search])
+        return ModuleList([self.build_layer(layer, arch) for layer in self.macro_cfg.search])

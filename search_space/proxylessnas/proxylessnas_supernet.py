@@ -5,7 +5,15 @@ from typing import Tuple
 
 from search_space.base_supernet import BaseSupernet
 from search_space.blocks.mobile import make_divisible
-from search_space.spec import BlockSpec, CandidateSpec, DataInfo, LayerSpec, MacroConfig, MicroConfig
+from search_space.spec import (
+    BlockSpec,
+    CandidateSpec,
+    DataInfo,
+    LayerSpec,
+    MacroConfig,
+    MicroConfig,
+    reduce_stride,
+)
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,6 @@ class ProxylessNASParams:
     min_feature_size: int = 4
 
 
-def _stride(requested: int, size: int, min_size: int) -> int:
-    return requested if requested > 1 and size // requested >= min_size else 1
-
-
 class ProxylessNASSupernet(BaseSupernet):
     """The ProxylessNAS supernet."""
 
@@ -55,7 +59,7 @@ class ProxylessNASSupernet(BaseSupernet):
 
         act, bn = params.activation, params.bn_decay
         size = data.input_size
-        s0 = _stride(params.first_stride, size, params.min_feature_size)
+        s0 = reduce_stride(params.first_stride, size, params.min_feature_size)
         size //= s0
         c0, c1 = ch(params.first_channels), ch(params.first_mb_channels)
         first = (
@@ -67,7 +71,7 @@ class ProxylessNASSupernet(BaseSupernet):
         for channels, layers, stride in params.stages:
             out_ch = ch(channels)
             for i in range(layers):
-                s = _stride(stride, size, params.min_feature_size) if i == 0 else 1
+                s = reduce_stride(stride, size, params.min_feature_size) if i == 0 else 1
                 size //= s
                 search.append(LayerSpec(f"layer_{len(search)}", in_ch, out_ch, s))
                 in_ch = out_ch

@@ -1,0 +1,153 @@
+"""End to end: main.py on digits with tiny budgets, the run directory, evaluate agent, CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from nnabla.utils.nnp_graph import NnpLoader
+
+import main
+from core.config import load_config
+from core.registries import DATASETS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "train.epochs=2",
+    "train.max_steps_per_epoch=4",
+    "retrain.epochs=2",
+    "retrain.max_steps_per_epoch=4",
+    "search_strategy.population=4",
+    "search_strategy.generations=2",
+    "search_strategy.parents=2",
+    "search.valid_batches=1",
+    "search.bn_recalibration_batches=1",
+]
+
+
+def run_main(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main.main(["-c", "configs/demo.yml", "--title", "e2e", "--output-dir", str(out), "--quiet", *TINY]) == 0
+    return out / "e2e"
+
+
+def test_search_run_directory(search_run):
+    names = set(os.listdir(search_run))
+    assert {
+        "config.yaml",
+        "log.txt",
+        "tb",
+        "checkpoints",
+        "lookup_table.json",
+        "searched_arch.json",
+        "search_history.json",
+        "metrics.json",
+        "arch.png",
+        "model.nnp",
+    } <= names
+    assert any(f.startswith("events") for f in os.listdir(search_run / "tb"))
+    assert {"supernet_params.h5", "supernet_state.json", "retrain_params.h5"} <= set(
+        os.listdir(search_run / "checkpoints")
+    )
+    cfg = yaml.safe_load((search_run / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["agent"]["search_space_agent"] == "ProxylessNAS"
+    searched = json.loads((search_run / "searched_arch.json").read_text())
+    metrics = json.loads((search_run / "metrics.json").read_text())
+    assert searched["arch"] == metrics["arch"]
+    # the budget holds and the lookup table agrees with the retrained model's own graph count
+    assert searched["flops"] <= searched["target_hc"] == 1_200_000
+    assert metrics["model_flops"] == searched["flops"] and metrics["model_params"] == searched["params"]
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    history = json.loads((search_run / "search_history.json").read_text())
+    assert history["evaluations"] == len(history["history"]) <= 8
+    assert all(h["cost"] <= 1_200_000 for h in history["history"])
+    log = (search_run / "log.txt").read_text()
+    assert "[supernet] epoch 2/2" in log and "test accuracy" in log
+
+
+def test_exported_nnp_reproduces_the_model(search_run):
+    cfg = load_config(str(search_run / "config.yaml"))
+    data = DATASETS.get("digits")(cfg.dataset).load()
+    net = NnpLoader(str(search_run / "model.nnp")).get_network("model", batch_size=len(data.test))
+    x, y = list(net.inputs.values())[0], list(net.outputs.values())[0]
+    x.d = data.test.images
+    y.forward()
+    acc = float(np.mean(y.d.argmax(1) == data.test.labels[:, 0]))
+    metrics = json.loads((search_run / "metrics.json").read_text())
+    assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+
+
+def test_evaluate_agent_retrains_a_saved_arch(search_run, tmp_path):
+    args = [
+        "-c",
+        "configs/demo.yml",
+        "--title",
+        "ev",
+        "--output-dir",
+        str(tmp_path),
+        "--quiet",
+        "agent.main_agent=evaluate",
+        f"evaluate.arch_path={search_run / 'searched_arch.json'}",
+        "retrain.epochs=1",
+        "retrain.max_steps_per_epoch=2",
+    ]
+    assert main.main(args) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    searched = json.loads((search_run / "searched_arch.json").read_text())
+    assert metrics["arch"] == searched["arch"] and metrics["flops"] == searched["flops"]
+
+
+def test_cli_misspelt_key_exits_2_with_one_line(tmp_path):
+    for override in ("search_strategy.populaton=3", "train.epocs=1"):
+        res = run_main("-c", "configs/demo.yml", "--output-dir", str(tmp_path), override)
+        assert res.returncode == 2
+        assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+        assert "unknown key (did you mean" in res.stderr
+    assert os.listdir(tmp_path) == []
+    res = run_main("-c", "configs/demo.yml", "--output-dir", str(tmp_path), "search_strategy.populaton=3")
+    assert res.stderr.strip() == "error: search_strategy.populaton: unknown key (did you mean population?)"
+
+
+def test_cli_misspelt_key_in_yaml(tmp_path):
+    raw = yaml.safe_load(open(os.path.join(ROOT, "configs/demo.yml")))
+    raw["train"]["epcohs"] = 3
+    path = tmp_path / "bad.yml"
+    path.write_text(yaml.safe_dump(raw))
+    res = run_main("-c", str(path), "--output-dir", str(tmp_path / "runs"))
+    assert res.returncode == 2 and res.stderr.strip() == "error: train.epcohs: unknown key (did you mean epochs?)"
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("precious")
+    res = run_main("-c", "configs/demo.yml", "--title", "taken", "--output-dir", str(tmp_path))
+    assert res.returncode == 2 and "already exists" in res.stderr
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "precious"
+
+
+def test_unreachable_budget_is_a_clear_error(tmp_path):
+    res = run_main(
+        "-c", "configs/demo.yml", "--title", "b", "--output-dir", str(tmp_path), "hardware.target_hc=1000", *TINY
+    )
+    assert res.returncode == 2 and "hardware.target_hc: 1000 is below the cheapest" in res.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_missing_arch_file_for_evaluate(tmp_path):
+    res = run_main(
+        "-c",
+        "configs/demo.yml",
+        "--output-dir",
+        str(tmp_path),
+        "agent.main_agent=evaluate",
+        "evaluate.arch_path=nope.json",
+    )
+    assert res.returncode == 2 and "evaluate.arch_path" in res.stderr
