@@ -13,7 +13,7 @@ DEMO = "configs/demo.yml"
 def test_demo_config_loads_typed():
     cfg = load_config(DEMO)
     assert cfg.agent.search_space_agent == "ProxylessNAS"
-    assert cfg.search_strategy.population == 16
+    assert cfg.search_strategy.population == 16 and cfg.train.batch_size == 32
     assert cfg.search_space.stages == ((24, 2, 1), (32, 2, 2), (48, 2, 1))
     assert isinstance(cfg.train.optimizer.weight_decay, float)
 
@@ -31,7 +31,7 @@ def test_override_sets_nested_values():
         ("train.optimizer.nmae=sgd", "train.optimizer.nmae: unknown key (did you mean name?)"),
         ("train.epochs=abc", "train.epochs: expected an integer, got str 'abc'"),
         ("train.lr_schedule=cosin", "train.lr_schedule: invalid value 'cosin' (did you mean cosine?)"),
-        ("train.mini_batch=48", "train.mini_batch: 48 must divide train.batch_size (64)"),
+        ("train.mini_batch=24", "train.mini_batch: 24 must divide train.batch_size (32)"),
         ("hardware.target_hc=-1", "hardware.target_hc: must be > 0"),
     ],
 )
