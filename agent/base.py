@@ -14,14 +14,14 @@ from core.run_logging import Monitor, get_logger
 from core.seed import make_rng, seed_nnabla, spawn_rng
 from dataset.base import DatasetSplits
 from search_space.space import SearchSpace
-from training_strategy.loop import RunIO
+from training_strategy.loop import RunIO, TrainLoop
 
 
 class BaseAgent(abc.ABC):
     """Holds the config, run directory, data, search space and criterion shared by every agent."""
 
-    def __init__(self, config: Config, run_dir: str, progress: bool = True):
-        self.config, self.run_dir = config, run_dir
+    def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
+        self.config, self.run_dir, self.resume = config, run_dir, resume
         self.logger = get_logger()
         self.monitor = Monitor(run_dir)
         self.io = RunIO(self.logger, self.monitor, os.path.join(run_dir, "checkpoints"), progress)
@@ -46,6 +46,13 @@ class BaseAgent(abc.ABC):
             info.input_size,
             info.input_size,
         )
+
+    def start(self, loop: TrainLoop) -> TrainLoop:
+        """Continue ``loop`` from its checkpoint when resuming a run that has one."""
+        if self.resume and self.io.checkpoint_dir and loop.has_checkpoint(self.io.checkpoint_dir):
+            loop.load_checkpoint(self.io.checkpoint_dir)
+            self.logger.info("[%s] resumed after epoch %d", loop.tag, loop.epoch)
+        return loop
 
     def child_rng(self) -> np.random.Generator:
         """An independent generator for one stage, reproducible from the run's seed."""

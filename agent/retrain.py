@@ -22,17 +22,19 @@ def retrain_and_test(agent: BaseAgent, arch: Mapping[str, Any]) -> Dict[str, Any
     cost = count_module(model, shape)
     agent.logger.info("retraining %s: %.0f FLOPs, %.0f params", dict(arch), cost["flops"], cost["params"])
     train = ArrayDataset.concat(data.train, data.valid)
-    loop = TrainLoop(
-        model,
-        agent.criterion,
-        train,
-        cfg.retrain,
-        FixedNetwork(),
-        agent.child_rng(),
-        agent.io,
-        tag="retrain",
-        augment=agent.augment,
-        eval_batch_size=cfg.search.eval_batch_size,
+    loop = agent.start(
+        TrainLoop(
+            model,
+            agent.criterion,
+            train,
+            cfg.retrain,
+            FixedNetwork(),
+            agent.child_rng(),
+            agent.io,
+            tag="retrain",
+            augment=agent.augment,
+            eval_batch_size=cfg.search.eval_batch_size,
+        )
     )
     history = loop.run()
     test = evaluate_network(model, data.test, cfg.search.eval_batch_size, criterion=agent.criterion)

@@ -34,17 +34,19 @@ class SearchAgent(BaseAgent):
         budget = self._budget(lut)
 
         policy = TRAINING_STRATEGIES.get(cfg.agent.training_strategy_agent)(cfg.training_strategy)
-        loop = TrainLoop(
-            supernet,
-            self.criterion,
-            self.data.train,
-            cfg.train,
-            policy,
-            self.child_rng(),
-            self.io,
-            tag="supernet",
-            augment=self.augment,
-            eval_batch_size=cfg.search.eval_batch_size,
+        loop = self.start(
+            TrainLoop(
+                supernet,
+                self.criterion,
+                self.data.train,
+                cfg.train,
+                policy,
+                self.child_rng(),
+                self.io,
+                tag="supernet",
+                augment=self.augment,
+                eval_batch_size=cfg.search.eval_batch_size,
+            )
         )
         loop.run()
         t_train = time.time() - t0

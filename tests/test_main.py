@@ -54,9 +54,8 @@ def test_search_run_directory(search_run):
         "model.nnp",
     } <= names
     assert any(f.startswith("events") for f in os.listdir(search_run / "tb"))
-    assert {"supernet_params.h5", "supernet_state.json", "retrain_params.h5"} <= set(
-        os.listdir(search_run / "checkpoints")
-    )
+    ckpt = set(os.listdir(search_run / "checkpoints"))
+    assert {"supernet_params.2.h5", "supernet_state.json", "retrain_params.2.h5", "retrain_state.json"} <= ckpt
     cfg = yaml.safe_load((search_run / "config.yaml").read_text())
     assert cfg["train"]["epochs"] == 2 and cfg["agent"]["search_space_agent"] == "ProxylessNAS"
     searched = json.loads((search_run / "searched_arch.json").read_text())
@@ -151,3 +150,26 @@ def test_missing_arch_file_for_evaluate(tmp_path):
         "evaluate.arch_path=nope.json",
     )
     assert res.returncode == 2 and "evaluate.arch_path" in res.stderr
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    tiny = [a for a in TINY if not a.startswith("train.epochs")] + ["search.retrain=false", "--quiet"]
+    assert (
+        main.main(["-c", "configs/demo.yml", "--title", "r", "--output-dir", str(tmp_path), "train.epochs=1", *tiny])
+        == 0
+    )
+    run_dir = tmp_path / "r"
+    state = json.loads((run_dir / "checkpoints" / "supernet_state.json").read_text())
+    assert state["epoch"] == 1
+    assert main.main(["--resume", str(run_dir), "train.epochs=2", "--quiet"]) == 0
+    log = (run_dir / "log.txt").read_text()
+    assert "[supernet] resumed after epoch 1" in log and "[supernet] epoch 2/2" in log
+    assert log.count("[supernet] epoch 1/") == 1  # epoch 1 was not trained again
+    state = json.loads((run_dir / "checkpoints" / "supernet_state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    res = run_main("--resume", str(tmp_path))
+    assert res.returncode == 2 and "not a run directory" in res.stderr

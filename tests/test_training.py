@@ -2,6 +2,7 @@
 BN recalibration, checkpoints, schedules."""
 
 import logging
+import os
 
 import nnabla as nn
 import numpy as np
@@ -148,8 +149,15 @@ def test_checkpoint_round_trip(tmp_path, proxyless, tiny_params):
     assert loop2.epoch == 1 and loop2.global_step == loop.global_step
     for k, v in fresh.get_parameters(grad_only=False).items():
         np.testing.assert_array_equal(v.d, saved[k])
+    assert loop2.rng.bit_generator.state == loop.rng.bit_generator.state
     with pytest.raises(ValueError, match="network expects"):
-        load_weights(proxyless.build_supernet(proxyless.Params(), DataInfo(4, 1, 8)), str(tmp_path / "t_params.h5"))
+        load_weights(proxyless.build_supernet(proxyless.Params(), DataInfo(4, 1, 8)), str(tmp_path / "t_params.1.h5"))
+    # a second save replaces the first set of files and removes the old ones
+    loop.cfg = TrainConfig(epochs=2, batch_size=32)
+    loop.run()
+    loop.save_checkpoint(str(tmp_path))
+    files = sorted(os.listdir(tmp_path))
+    assert "t_params.2.h5" in files and "t_params.1.h5" not in files and "t_state.json" in files
 
 
 def test_bn_recalibration_sets_mean_of_batch_statistics():

@@ -148,28 +148,48 @@ class TrainLoop:
         return self.history
 
     def save_checkpoint(self, directory: str) -> None:
-        """Weights, per-group solver states and loop state; each file replaced atomically."""
+        """Weights, per-group solver states, loop and rng state of this epoch.
+
+        Data files carry the epoch in their names and ``<tag>_state.json`` (written last, atomically)
+        names the current set, so a crash mid-save leaves the previous checkpoint intact.
+        """
         os.makedirs(directory, exist_ok=True)
-        prefix = os.path.join(directory, self.tag)
-        with atomic_path(f"{prefix}_params.h5") as tmp:
+        state_path = os.path.join(directory, f"{self.tag}_state.json")
+        previous = read_json(state_path) if os.path.isfile(state_path) else None
+        params_file = f"{self.tag}_params.{self.epoch}.h5"
+        with atomic_path(os.path.join(directory, params_file)) as tmp:
             nn.save_parameters(tmp, self.network.get_parameters(grad_only=False))
-        files = {}
+        solver_files = {}
         for i, (name, solver) in enumerate(self.solver.solvers.items()):
-            files[name] = f"{self.tag}_solver.{i}.h5"
-            with atomic_path(os.path.join(directory, files[name])) as tmp:
+            solver_files[name] = f"{self.tag}_solver.{i}.{self.epoch}.h5"
+            with atomic_path(os.path.join(directory, solver_files[name])) as tmp:
                 solver.save_states(tmp)
-        write_json(
-            f"{prefix}_state.json",
-            {"epoch": self.epoch, "global_step": self.global_step, "history": self.history, "solver_files": files},
-        )
+        state = {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "history": self.history,
+            "params_file": params_file,
+            "solver_files": solver_files,
+            "rng_state": self.rng.bit_generator.state,
+        }
+        write_json(state_path, state)
+        if previous is not None:
+            current = {params_file, *solver_files.values()}
+            for old in [previous["params_file"], *previous["solver_files"].values()]:
+                if old not in current and os.path.isfile(os.path.join(directory, old)):
+                    os.remove(os.path.join(directory, old))
+
+    def has_checkpoint(self, directory: str) -> bool:
+        """Whether ``directory`` holds a checkpoint of this loop's tag."""
+        return os.path.isfile(os.path.join(directory, f"{self.tag}_state.json"))
 
     def load_checkpoint(self, directory: str) -> None:
         """Resume from ``save_checkpoint`` output: weights are copied into the existing Variables."""
-        prefix = os.path.join(directory, self.tag)
-        load_weights(self.network, f"{prefix}_params.h5")
-        state = read_json(f"{prefix}_state.json")
+        state = read_json(os.path.join(directory, f"{self.tag}_state.json"))
+        load_weights(self.network, os.path.join(directory, state["params_file"]))
         self.solver.load_states({k: os.path.join(directory, v) for k, v in state["solver_files"].items()})
         self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
+        self.rng.bit_generator.state = state["rng_state"]
 
 
 def load_weights(network: Module, path: str) -> None:
