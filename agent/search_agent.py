@@ -129,23 +129,17 @@ class SearchAgent(BaseAgent):
             return {**m, **{k: lut.predict(arch, k) for k in lut.metrics}}
 
         bar = tqdm(desc="search", unit="arch", disable=not self.io.progress, dynamic_ncols=True, leave=False)
-        step = [0]
 
         def progress(info: Mapping[str, Any]) -> None:
-            step[0] += 1
             bar.update(1)
             best = info.get("best_objective")
             if best is not None:
                 bar.set_postfix(best=f"{best:.4f}")
-                self.monitor.scalars("search", {"best_objective": best}, step[0])
+                self.monitor.scalars("search", {"best_objective": best}, info["evaluations"])
 
         try:
-            # weights saved before the search and restored after: BN recalibration edits running stats
-            saved = {k: v.d.copy() for k, v in supernet.get_parameters(grad_only=False).items()}
             result = strategy.search(supernet.choices(), evaluate, budget, rng, progress)
         finally:
             bar.close()
-        for k, v in supernet.get_parameters(grad_only=False).items():
-            v.d = saved[k]
         self.logger.info("search evaluated %d architectures", result.evaluations)
         return result

@@ -1,5 +1,6 @@
 """One seeded numpy Generator per run, handed to every component that draws random numbers."""
 
+import nnabla as nn
 import numpy as np
 
 
@@ -15,7 +16,5 @@ def spawn_rng(rng: np.random.Generator) -> np.random.Generator:
 
 def seed_nnabla(rng: np.random.Generator) -> None:
     """Seed nnabla's own RNG (parameter initialisers, dropout) from the run's generator."""
-    import nnabla as nn  # noqa: PLC0415  (core stays importable without nnabla for search strategies)
-
     nn.random.seed(int(rng.integers(0, 2**31 - 1)))
     nn.random.prng = np.random.RandomState(int(rng.integers(0, 2**31 - 1)))

@@ -41,14 +41,14 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     if origin in (Union, getattr(types, "UnionType", Union)):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error is the precise one
+            return convert(options[0], value, path)
+        for arg in options:
             try:
                 return convert(arg, value, path)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                continue
         names = " or ".join(_type_name(a) for a in args)
         raise ConfigError(f"{path}: expected {names}, got {_show(value)}")
     if origin is typing.Literal:

@@ -181,8 +181,14 @@ class BaseSearchStrategy(abc.ABC):
         p = self.params
         if not isinstance(p.objective, str) or not p.objective:
             raise ConfigError(f"search_strategy.objective: must be a non-empty metric name, got {p.objective!r}")
-        if p.max_sample_tries < 1:
-            raise ConfigError(f"search_strategy.max_sample_tries: must be >= 1, got {p.max_sample_tries}")
+        self.require_positive("max_sample_tries")
+
+    def require_positive(self, *names: str) -> None:
+        """One-line ConfigError naming the first of the integer params ``names`` that is below 1."""
+        for name in names:
+            value = getattr(self.params, name)
+            if value < 1:
+                raise ConfigError(f"search_strategy.{name}: must be >= 1, got {value}")
 
     @abc.abstractmethod
     def search(

@@ -47,9 +47,7 @@ class EvolutionSearch(BaseSearchStrategy):
         """Check population/generations >= 1, parents in 1..population, probabilities in [0, 1]."""
         super().validate_params()
         p = self.params
-        for name in ("population", "generations"):
-            if getattr(p, name) < 1:
-                raise ConfigError(f"search_strategy.{name}: must be >= 1, got {getattr(p, name)}")
+        self.require_positive("population", "generations")
         if not 1 <= p.parents <= p.population:
             raise ConfigError(f"search_strategy.parents: must be in 1..population ({p.population}), got {p.parents}")
         for name in ("mutation_prob", "mutation_ratio"):

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import ConfigError
 from core.registries import SEARCH_STRATEGIES
 from search_space.choices import SearchSpaceChoices
 from search_strategy.base import BaseSearchStrategy, Budget, Evaluate, Progress, SearchParams, SearchResult
@@ -27,8 +26,7 @@ class RandomSearch(BaseSearchStrategy):
     def validate_params(self) -> None:
         """Check the shared params and ``samples >= 1``."""
         super().validate_params()
-        if self.params.samples < 1:
-            raise ConfigError(f"search_strategy.samples: must be >= 1, got {self.params.samples}")
+        self.require_positive("samples")
 
     def search(
         self,
