@@ -173,3 +173,15 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
 def test_resume_needs_a_run_directory(tmp_path):
     res = run_main("--resume", str(tmp_path))
     assert res.returncode == 2 and "not a run directory" in res.stderr
+
+
+def test_cudnn_without_the_extension_is_a_clear_error(tmp_path):
+    try:
+        import nnabla_ext.cudnn  # noqa: F401
+
+        pytest.skip("nnabla-ext-cuda is installed here")
+    except ImportError:
+        pass
+    res = run_main("-c", "configs/demo.yml", "--title", "gpu", "--output-dir", str(tmp_path), "context=cudnn")
+    assert res.returncode == 2 and "nnabla-ext-cuda" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "gpu").exists()
