@@ -10,9 +10,8 @@ from core.checkpoint import write_json
 from core.errors import ArchitectureError, ConfigError
 from hardware.counter import count_module
 from search_space.base_supernet import BaseSuperlayer, Superlayer
-from search_space.choices import SearchSpaceChoices
 from search_space.layers import ModuleList
-from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidates, spatial_sizes
+from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidates, space_choices, spatial_sizes
 
 #: metrics every lookup table can count from the nnabla graph
 COUNTED_METRICS = ("flops", "params")
@@ -46,9 +45,9 @@ class BaseLookUpTable(abc.ABC):
                 f"lookup table metric {unknown[0]!r} is not supported; valid: {', '.join(self.supported_metrics)}"
             )
         self.first_sizes, self.search_sizes, self.last_sizes = spatial_sizes(macro_cfg, data.input_size)
-        self.choices = SearchSpaceChoices(
-            [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
-        )
+        self.choices = space_choices(macro_cfg, micro_cfg)
+        # column of each search layer's decision in an index-encoded arch (shared labels share a column)
+        self._layer_columns = np.asarray([self.choices.labels.index(layer.label) for layer in macro_cfg.search])
         if table is None:
             self.info_table, self.base = self.construct_info_table(self.metrics)
             self.device = "analytic (nnabla graph count)"
@@ -107,26 +106,18 @@ class BaseLookUpTable(abc.ABC):
     def _predict_indices(self, idx: np.ndarray, metric: str) -> np.ndarray:
         if metric not in self._matrix:
             raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")
-        cost, width = self._matrix[metric]
-        layer_idx = np.asarray([self.choices.labels.index(layer.label) for layer in self.macro_cfg.search])
-        chosen = idx[:, layer_idx]
-        return self.base[metric] + cost[np.arange(len(layer_idx))[None, :], chosen].sum(axis=1)
+        cost = self._matrix[metric]
+        chosen = idx[:, self._layer_columns]
+        return self.base[metric] + cost[np.arange(len(self._layer_columns))[None, :], chosen].sum(axis=1)
 
-    def _as_matrix(self, metric: str):
-        rows = self.info_table[metric]
-        per_layer = []
-        counts: Dict[str, int] = {}
-        for layer in self.macro_cfg.search:
-            # a shared label appears once per layer in the table, in layer order
-            k = counts.get(layer.label, 0)
-            counts[layer.label] = k + 1
-            row = rows[layer.label] if k == 0 else rows[f"{layer.label}#{k}"]
-            per_layer.append(row)
-        width = max(len(r) for r in per_layer)
-        mat = np.full((len(per_layer), width), np.nan)
+    def _as_matrix(self, metric: str) -> np.ndarray:
+        """(layers x max candidates) cost matrix of ``metric``, NaN where a layer has fewer candidates."""
+        seen: Dict[str, int] = {}
+        per_layer = [self.info_table[metric][self.row_key(layer.label, seen)] for layer in self.macro_cfg.search]
+        mat = np.full((len(per_layer), max(len(r) for r in per_layer)), np.nan)
         for i, r in enumerate(per_layer):
             mat[i, : len(r)] = r
-        return mat, width
+        return mat
 
     @staticmethod
     def row_key(label: str, seen: Dict[str, int]) -> str:

@@ -7,7 +7,7 @@ from nnabla.core.module import Module
 
 from core.errors import ArchitectureError
 from search_space.base_supernet import BaseSuperlayer, Superlayer
-from search_space.choices import Arch, SearchSpaceChoices
+from search_space.choices import Arch
 from search_space.layers import ABCModule, ModuleList
 from search_space.spec import (
     CandidateSpec,
@@ -15,7 +15,7 @@ from search_space.spec import (
     MacroConfig,
     MicroConfig,
     candidate_by_name,
-    layer_candidates,
+    space_choices,
 )
 
 
@@ -31,7 +31,7 @@ class BaseModel(ABCModule):
     ):
         self.macro_cfg, self.micro_cfg = macro_cfg, micro_cfg
         self.superlayer_builder = superlayer_builder
-        self.arch: Arch = self.space_choices(macro_cfg, micro_cfg).validate(arch)
+        self.arch: Arch = space_choices(macro_cfg, micro_cfg).validate(arch)
         self.first = ModuleList([b.build() for b in macro_cfg.first])
         self.search = self._construct_stage_layers(self.arch)
         self.last = ModuleList([b.build() for b in macro_cfg.last])
@@ -39,13 +39,6 @@ class BaseModel(ABCModule):
     @abc.abstractmethod
     def _construct_stage_layers(self, arch: Arch) -> ModuleList:
         """Build the search stage of ``arch`` (one module per searchable layer)."""
-
-    @staticmethod
-    def space_choices(macro_cfg: MacroConfig, micro_cfg: MicroConfig) -> SearchSpaceChoices:
-        """The decisions a ``macro_cfg``/``micro_cfg`` pair defines (same as the supernet's)."""
-        return SearchSpaceChoices(
-            [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
-        )
 
     def build_layer(self, layer: LayerSpec, arch: Arch) -> Module:
         """The module ``arch`` picks at ``layer``, built as the supernet's superlayer builds it."""

@@ -8,7 +8,7 @@ from search_space.base_lookup_table import COUNTED_METRICS, BaseLookUpTable
 from search_space.base_model import BaseModel
 from search_space.base_supernet import BaseSupernet
 from search_space.choices import SearchSpaceChoices
-from search_space.spec import DataInfo, MacroConfig, MicroConfig
+from search_space.spec import DataInfo, MacroConfig, MicroConfig, space_choices
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class SearchSpace:
 
     def choices(self, params: Any, data: DataInfo) -> SearchSpaceChoices:
         """The space's decisions without building any network."""
-        return BaseModel.space_choices(*self.model_cfg(params, data))
+        return space_choices(*self.model_cfg(params, data))
 
     def build_supernet(self, params: Any, data: DataInfo) -> BaseSupernet:
         """The supernet holding every candidate."""

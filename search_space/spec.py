@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Mapping, Tuple
 from nnabla.core.module import Module
 
 from search_space.blocks.builder import block_allows, build_block
+from search_space.choices import SearchSpaceChoices
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ MicroConfig = Tuple[CandidateSpec, ...]
 def layer_candidates(layer: LayerSpec, micro_cfg: MicroConfig) -> List[CandidateSpec]:
     """The candidates of ``micro_cfg`` that fit ``layer``, in order."""
     return [c for c in micro_cfg if c.allowed(layer)]
+
+
+def space_choices(macro_cfg: MacroConfig, micro_cfg: MicroConfig) -> SearchSpaceChoices:
+    """The decisions a ``macro_cfg``/``micro_cfg`` pair defines: per layer label, the fitting candidates' names."""
+    return SearchSpaceChoices(
+        [(layer.label, tuple(c.name for c in layer_candidates(layer, micro_cfg))) for layer in macro_cfg.search]
+    )
 
 
 def candidate_by_name(micro_cfg: MicroConfig) -> Dict[str, CandidateSpec]:

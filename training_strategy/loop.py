@@ -49,7 +49,7 @@ class TrainLoop:
         eval_batch_size: int = 256,
     ):
         self.network, self.criterion, self.cfg, self.policy = network, criterion, cfg, policy
-        self.train_data, self.valid_data, self.augment = train_data, valid_data, augment
+        self.train_data, self.valid_data = train_data, valid_data
         self.rng, self.io, self.tag, self.eval_batch_size = rng, io, tag, eval_batch_size
         self.mini_batch = cfg.mini_batch or cfg.batch_size
         self.accum = cfg.batch_size // self.mini_batch
