@@ -10,6 +10,7 @@ from core.checkpoint import write_json
 from core.errors import ArchitectureError, ConfigError
 from hardware.counter import count_module
 from search_space.base_supernet import BaseSuperlayer, Superlayer
+from search_space.cost_model import AdditiveCost
 from search_space.layers import ModuleList
 from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidates, space_choices, spatial_sizes
 
@@ -102,6 +103,17 @@ class BaseLookUpTable(abc.ABC):
             return np.zeros(0)
         idx = np.asarray([self.choices.to_indices(a) for a in archs])
         return self._predict_indices(idx, metric)
+
+    def additive_cost(self, metric: str) -> AdditiveCost:
+        """``metric`` as a plain additive model: per label and value the summed cost of that label's layers."""
+        if metric not in self._matrix:
+            raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")
+        mat = self._matrix[metric]
+        table = {}
+        for column, (label, cat) in enumerate(self.choices.items()):
+            rows = mat[self._layer_columns == column, : len(cat)]
+            table[label] = {value: float(cost) for value, cost in zip(cat.values, rows.sum(axis=0))}
+        return AdditiveCost(self.base[metric], table)
 
     def _predict_indices(self, idx: np.ndarray, metric: str) -> np.ndarray:
         if metric not in self._matrix:

@@ -2,17 +2,21 @@
 
 import abc
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Tuple
 
 import numpy as np
 
 from core.errors import ArchitectureError, ConfigError
 from core.suggest import did_you_mean
+from core.typed import PositiveInt, check_ranges
 from search_space.choices import Arch, SearchSpaceChoices, arch_key
+from search_strategy.sampler import AdditiveCost, Allowed, BudgetSampler
 
 Evaluate = Callable[[Arch], Mapping[str, float]]
 Progress = Callable[[Dict[str, Any]], None]
+#: restrictions with at most this many in-budget architectures are enumerated instead of sampled
+SMALL_SET = 64
 
 
 @dataclass(frozen=True)
@@ -22,18 +26,29 @@ class SearchParams:
     #: key of the metrics returned by ``evaluate(arch)`` that the search maximises
     objective: str = "accuracy"
     #: random draws tried to find one new architecture within budget before giving up
-    max_sample_tries: int = 1000
+    max_sample_tries: PositiveInt = 1000
 
 
 @dataclass(frozen=True)
 class Budget:
-    """A hardware constraint ``cost(arch) <= target`` on ``metric``; all None means unconstrained."""
+    """A hardware constraint ``cost(arch) <= target`` on ``metric``; all None means unconstrained.
+
+    ``additive`` (optional) is the cost as a plain additive model; it becomes ``cost`` when no cost function is
+    given, and lets strategies draw in-budget architectures directly instead of by rejection.
+    """
 
     metric: str | None
     target: float | None
-    cost: Callable[[Arch], float] | None
+    cost: Callable[[Arch], float] | None = None
+    additive: AdditiveCost | None = None
+    #: BudgetSampler per search space (keyed by id, the space kept alive beside it)
+    _samplers: Dict[int, Tuple[SearchSpaceChoices, BudgetSampler]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
+        if self.cost is None and self.additive is not None:
+            object.__setattr__(self, "cost", self.additive.cost)
         if self.target is not None and (self.metric is None or self.cost is None):
             raise ConfigError(f"a budget target ({self.target}) needs both a metric name and a cost function")
 
@@ -58,6 +73,16 @@ class Budget:
     def within(self, arch: Arch) -> bool:
         """True when the architecture fits the budget (always when unconstrained)."""
         return self.target is None or self.allows(self.cost_of(arch))
+
+    def sampler(self, choices: SearchSpaceChoices) -> BudgetSampler:
+        """The cached sampler of ``choices`` under this budget: budget-aware when additive, else plain uniform."""
+        cached = self._samplers.get(id(choices))
+        if cached is not None and cached[0] is choices:
+            return cached[1]
+        exact = self.additive is not None and self.constrained
+        sampler = BudgetSampler(choices, self.additive if exact else None, self.target if exact else None)
+        self._samplers[id(choices)] = (choices, sampler)
+        return sampler
 
 
 @dataclass
@@ -102,6 +127,9 @@ class SearchTracker:
         self._cache: Dict[str, Dict[str, Any]] = {}
         self.history: List[Dict[str, Any]] = []
         self._best: Dict[str, Any] | None = None
+        #: restrictions (sampler id, key) whose every in-budget architecture was evaluated; stays true as the
+        #: cache only grows
+        self.exhausted: set = set()
 
     def __len__(self) -> int:
         return len(self.history)
@@ -177,18 +205,11 @@ class BaseSearchStrategy(abc.ABC):
         self.validate_params()
 
     def validate_params(self) -> None:
-        """Raise a one-line ConfigError for a bad param; subclasses extend it."""
+        """Raise a one-line ConfigError for a bad param (ranges come from the Params annotations); extend it."""
+        check_ranges(self.params, "search_strategy")
         p = self.params
         if not isinstance(p.objective, str) or not p.objective:
             raise ConfigError(f"search_strategy.objective: must be a non-empty metric name, got {p.objective!r}")
-        self.require_positive("max_sample_tries")
-
-    def require_positive(self, *names: str) -> None:
-        """One-line ConfigError naming the first of the integer params ``names`` that is below 1."""
-        for name in names:
-            value = getattr(self.params, name)
-            if value < 1:
-                raise ConfigError(f"search_strategy.{name}: must be >= 1, got {value}")
 
     @abc.abstractmethod
     def search(
@@ -208,25 +229,81 @@ class BaseSearchStrategy(abc.ABC):
     def sample_new(
         self, choices: SearchSpaceChoices, budget: Budget, rng: np.random.Generator, tracker: SearchTracker
     ) -> Arch | None:
-        """A uniformly random in-budget arch not yet evaluated, by rejection.
+        """A uniformly random in-budget arch not yet evaluated (``sample_in_budget`` over the whole space).
 
         Returns None when ``max_sample_tries`` draws found only evaluated ones (the in-budget space looks
         exhausted); raises ArchitectureError when nothing within budget exists as far as the search can tell.
         """
+        return self.sample_in_budget(choices, budget, rng, tracker)
+
+    def sample_in_budget(
+        self,
+        choices: SearchSpaceChoices,
+        budget: Budget,
+        rng: np.random.Generator,
+        tracker: SearchTracker,
+        allowed: Allowed | None = None,
+        tries: int | None = None,
+    ) -> Arch | None:
+        """A uniformly random in-budget arch, not yet evaluated, whose values lie in ``allowed`` (free if absent).
+
+        An additive budget draws from the in-budget architectures directly (BudgetSampler); any other budget
+        draws uniformly and rejects. A restriction with at most ``SMALL_SET`` candidates is enumerated, so its
+        exhaustion is exact. Otherwise returns None after ``tries`` (default ``max_sample_tries``) draws of
+        evaluated or over-budget archs. Returns None when nothing in ``allowed`` fits; raises ArchitectureError
+        when ``allowed`` is None and the budget admits no architecture as far as the search can tell.
+        """
+        tries = self.params.max_sample_tries if tries is None else tries
+        sampler = budget.sampler(choices)
+        key = sampler.key(allowed)
+        members = sampler.members(key, SMALL_SET)
+        if members is not None:
+            if not members and allowed is None:
+                raise _no_fit(budget, f"the cheapest costs {sampler.min_cost():.6g}")
+            return self._pick_new(members, (id(sampler), key), budget, rng, tracker, allowed is None)
         cheapest = math.inf
-        for _ in range(self.params.max_sample_tries):
-            arch = choices.sample(rng)
+        for _ in range(tries):
+            arch = sampler.sample(rng, allowed)
+            if arch is None:  # only an additive budget knows that nothing fits
+                if allowed is not None:
+                    return None
+                raise _no_fit(budget, f"the cheapest costs {sampler.min_cost():.6g}")
             if tracker.seen(arch):
                 continue
+            # the budget's own cost has the last word (an additive model that disagrees only loses draws)
             cost = budget.cost_of(arch)
             if budget.allows(cost):
                 return arch
             if cost is not None and cost < cheapest:
                 cheapest = cost
-        if len(tracker):
+        if allowed is not None or len(tracker) or budget.additive is not None or not budget.constrained:
             return None
-        raise ArchitectureError(
-            f"no architecture within budget {budget.metric} <= {budget.target:g} in "
-            f"{self.params.max_sample_tries} random samples (cheapest {budget.metric} seen: {cheapest:.6g}); "
-            f"raise the target or shrink the space"
-        )
+        raise _no_fit(budget, f"{tries} random samples, the cheapest seen costs {cheapest:.6g}")
+
+    def _pick_new(
+        self,
+        members: List[Arch],
+        mark: Tuple[int, Any],
+        budget: Budget,
+        rng: np.random.Generator,
+        tracker: SearchTracker,
+        whole: bool,
+    ) -> Arch | None:
+        """A uniformly random member that is new and within budget (a small set is exhausted exactly)."""
+        if mark not in tracker.exhausted:
+            for k in rng.permutation(len(members)).tolist():
+                if not tracker.seen(members[k]) and budget.within(members[k]):
+                    return dict(members[k])
+            tracker.exhausted.add(mark)
+        if not whole or len(tracker):
+            return None
+        costs = [c for c in map(budget.cost_of, members) if c is not None]
+        raise _no_fit(budget, f"the cheapest costs {min(costs, default=math.nan):.6g}")
+
+
+def _no_fit(budget: Budget, detail: str) -> ArchitectureError:
+    """The one-line error of a budget that admits no architecture."""
+    return ArchitectureError(
+        f"no architecture within budget {budget.metric} <= {budget.target:g} ({detail}); "
+        f"raise the target or shrink the space"
+    )

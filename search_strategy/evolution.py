@@ -1,12 +1,18 @@
-"""Evolutionary search (SPOS / OSNASLib style): top-k parents, per-label mutation and uniform crossover."""
+"""Evolutionary search (SPOS / OSNASLib style): top-k parents, per-label mutation and uniform crossover.
+
+Children are drawn *within budget*: breeding only restricts which values each label may take (a parent's value,
+or either of two parents' values) and ``sample_in_budget`` draws uniformly among the in-budget architectures
+that respect the restriction, so no child is over budget and none is blindly rejected.
+"""
 
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, Dict, List
 
 import numpy as np
 
 from core.errors import ConfigError
 from core.registries import SEARCH_STRATEGIES
+from core.typed import PositiveInt, Probability
 from search_space.choices import Arch, SearchSpaceChoices
 from search_strategy.base import (
     BaseSearchStrategy,
@@ -17,8 +23,10 @@ from search_strategy.base import (
     SearchResult,
     SearchTracker,
 )
+from search_strategy.sampler import Allowed
 
-Breed = Callable[[List[Arch], SearchSpaceChoices, np.random.Generator], Arch]
+#: a breeding operator: parents -> the values each label of the child may take (None: no new child possible)
+Breed = Callable[[List[Arch], SearchSpaceChoices, np.random.Generator], Allowed | None]
 
 
 @dataclass(frozen=True)
@@ -26,34 +34,29 @@ class EvolutionParams(SearchParams):
     """Evolution config section; at most ``population * generations`` evaluations in all."""
 
     #: architectures evaluated per generation (generation 0 is uniform random within budget)
-    population: int = 20
+    population: PositiveInt = 20
     #: generations including the random initial one
-    generations: int = 10
+    generations: PositiveInt = 10
     #: top-k of everything evaluated so far kept as parents of the next generation (elitism)
-    parents: int = 5
-    #: per-label probability of resampling the value when mutating
-    mutation_prob: float = 0.1
+    parents: PositiveInt = 5
+    #: per-label probability of resampling the value (within budget) when mutating
+    mutation_prob: Probability = 0.1
     #: share of each new generation made by mutation; the rest by uniform crossover of two parents
-    mutation_ratio: float = 0.5
+    mutation_ratio: Probability = 0.5
 
 
 @SEARCH_STRATEGIES.register("evolution")
 class EvolutionSearch(BaseSearchStrategy):
-    """Evolution over architectures; over-budget or already evaluated children are rejected and redrawn."""
+    """Evolution over architectures; children are drawn within budget, already evaluated ones are redrawn."""
 
     Params = EvolutionParams
 
     def validate_params(self) -> None:
-        """Check population/generations >= 1, parents in 1..population, probabilities in [0, 1]."""
+        """The shared checks, then ``parents <= population``."""
         super().validate_params()
         p = self.params
-        self.require_positive("population", "generations")
-        if not 1 <= p.parents <= p.population:
+        if p.parents > p.population:
             raise ConfigError(f"search_strategy.parents: must be in 1..population ({p.population}), got {p.parents}")
-        for name in ("mutation_prob", "mutation_ratio"):
-            value = getattr(p, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"search_strategy.{name}: must be in [0, 1], got {value}")
 
     def search(
         self,
@@ -72,6 +75,7 @@ class EvolutionSearch(BaseSearchStrategy):
                 return tracker.result()
             tracker.evaluate(arch, generation=0)
         n_mutation = int(round(p.mutation_ratio * p.population))
+        breeds: Dict[str, Breed] = {"mutate": self.mutation_space, "crossover": self.crossover_space}
         for generation in range(1, p.generations):
             parents = [entry["arch"] for entry in tracker.top(p.parents)]
             exhausted = {"mutate": False, "crossover": False}  # parents are fixed within a generation
@@ -79,7 +83,7 @@ class EvolutionSearch(BaseSearchStrategy):
                 name = "mutate" if i < n_mutation else "crossover"
                 child = None
                 if not exhausted[name]:
-                    child = self._new_child(getattr(self, name), parents, choices, budget, rng, tracker)
+                    child = self._new_child(breeds[name], parents, choices, budget, rng, tracker)
                     exhausted[name] = child is None
                 if child is None:
                     child = self.sample_new(choices, budget, rng, tracker)
@@ -88,24 +92,26 @@ class EvolutionSearch(BaseSearchStrategy):
                 tracker.evaluate(child, generation=generation)
         return tracker.result()
 
-    def mutate(self, parents: List[Arch], choices: SearchSpaceChoices, rng: np.random.Generator) -> Arch:
-        """A random parent with each label resampled uniformly with probability ``mutation_prob``."""
+    def mutation_space(
+        self, parents: List[Arch], choices: SearchSpaceChoices, rng: np.random.Generator
+    ) -> Allowed | None:
+        """A random parent's values, each label freed with probability ``mutation_prob`` (None: none freed)."""
         parent = parents[int(rng.integers(len(parents)))]
-        child: Arch = {}
-        for label, cat in choices.items():
-            resample = rng.random() < self.params.mutation_prob
-            child[label] = cat.values[int(rng.integers(len(cat)))] if resample else parent[label]
-        return child
+        free = rng.random(len(choices)) < self.params.mutation_prob
+        if not free.any():
+            return None
+        return {label: (parent[label],) for label, f in zip(choices, free) if not f}
 
-    def crossover(self, parents: List[Arch], choices: SearchSpaceChoices, rng: np.random.Generator) -> Arch:
-        """Uniform crossover: each label taken from one of two distinct random parents with equal odds."""
+    def crossover_space(
+        self, parents: List[Arch], choices: SearchSpaceChoices, rng: np.random.Generator
+    ) -> Allowed | None:
+        """Uniform crossover of two distinct random parents: each label takes either parent's value."""
         if len(parents) < 2:
-            return dict(parents[0])
+            return None
         i = int(rng.integers(len(parents)))
         j = int(rng.integers(len(parents) - 1))
         a, b = parents[i], parents[j + 1 if j >= i else j]
-        take_a = rng.random(len(choices)) < 0.5
-        return {label: a[label] if first else b[label] for label, first in zip(choices, take_a)}
+        return {label: (a[label], b[label]) for label in choices}
 
     def _new_child(
         self,
@@ -116,9 +122,11 @@ class EvolutionSearch(BaseSearchStrategy):
         rng: np.random.Generator,
         tracker: SearchTracker,
     ) -> Arch | None:
-        """A bred child that is new and within budget, or None after ``max_sample_tries`` attempts."""
+        """A new in-budget child of ``breed``, or None after ``max_sample_tries`` breedings gave none."""
         for _ in range(self.params.max_sample_tries):
-            child = breed(parents, choices, rng)
-            if not tracker.seen(child) and budget.within(child):
-                return child
+            allowed = breed(parents, choices, rng)
+            if allowed is not None:
+                child = self.sample_in_budget(choices, budget, rng, tracker, allowed, tries=1)
+                if child is not None:
+                    return child
         return None

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.registries import SEARCH_STRATEGIES
+from core.typed import PositiveInt
 from search_space.choices import SearchSpaceChoices
 from search_strategy.base import BaseSearchStrategy, Budget, Evaluate, Progress, SearchParams, SearchResult
 
@@ -14,19 +15,14 @@ class RandomSearchParams(SearchParams):
     """Random-search config section."""
 
     #: distinct architectures evaluated (fewer if the in-budget space is smaller)
-    samples: int = 100
+    samples: PositiveInt = 100
 
 
 @SEARCH_STRATEGIES.register("random")
 class RandomSearch(BaseSearchStrategy):
-    """Uniform random sampling by rejection within budget; every arch is evaluated at most once."""
+    """Uniform random sampling among the in-budget architectures; every arch is evaluated at most once."""
 
     Params = RandomSearchParams
-
-    def validate_params(self) -> None:
-        """Check the shared params and ``samples >= 1``."""
-        super().validate_params()
-        self.require_positive("samples")
 
     def search(
         self,

@@ -17,6 +17,7 @@ from search_space.choices import Arch, Categorical, SearchSpaceChoices, arch_key
 from search_strategy.base import Budget, SearchTracker
 from search_strategy.evolution import EvolutionParams, EvolutionSearch
 from search_strategy.random_search import RandomSearch, RandomSearchParams
+from search_strategy.sampler import AdditiveCost
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS, VALUES = 8, 4
@@ -41,6 +42,10 @@ def flops(arch: Arch) -> float:
     return float(COSTS[np.arange(LABELS), _indices(arch)].sum())
 
 
+#: the same cost as a plain additive model (what the agent passes: the lookup table's ``additive_cost``)
+FLOPS = AdditiveCost(0.0, {f"l{i}": dict(enumerate(COSTS[i])) for i in range(LABELS)})
+
+
 def _brute_force() -> tuple:
     grid = np.array(list(itertools.product(range(VALUES), repeat=LABELS)))
     scores = SCORES[np.arange(LABELS), grid].sum(axis=1)
@@ -53,7 +58,11 @@ def _brute_force() -> tuple:
 
 
 TARGET, BEST_SCORE, MIN_COST = _brute_force()
-BUDGET = Budget("flops", TARGET, flops)
+#: additive budget: strategies draw from the in-budget architectures directly (BudgetSampler)
+BUDGET = Budget("flops", TARGET, additive=FLOPS)
+#: opaque cost function: strategies fall back to uniform draws rejected when over budget
+OPAQUE_BUDGET = Budget("flops", TARGET, flops)
+BUDGETS = [pytest.param(BUDGET, id="additive"), pytest.param(OPAQUE_BUDGET, id="opaque")]
 
 
 def _counting(evaluate: Any) -> tuple:
@@ -72,11 +81,12 @@ STRATEGIES = [
 ]
 
 
-def test_evolution_finds_constrained_optimum() -> None:
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_evolution_finds_constrained_optimum(budget: Budget) -> None:
     params = EvolutionParams(population=20, generations=25, parents=8, mutation_prob=0.2)
     found = 0
     for seed in range(5):
-        result = EvolutionSearch(params).search(CHOICES, accuracy, BUDGET, np.random.default_rng(seed))
+        result = EvolutionSearch(params).search(CHOICES, accuracy, budget, np.random.default_rng(seed))
         assert result.evaluations <= 500  # ~1.5 % of the 32,768 in-budget architectures
         found += abs(result.best_metrics["accuracy"] - BEST_SCORE) < 1e-9
     assert found >= 4
@@ -95,23 +105,27 @@ def test_evolution_beats_random_at_equal_evaluations() -> None:
     assert np.mean(evo) > np.mean(rnd) + 0.1
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize("make", STRATEGIES)
-def test_never_over_budget(make: Any) -> None:
+def test_never_over_budget(make: Any, budget: Budget) -> None:
     for seed in range(4):
-        result = make().search(CHOICES, accuracy, BUDGET, np.random.default_rng(seed))
-        assert BUDGET.within(result.best_arch)
-        assert result.best_metrics["flops"] == flops(result.best_arch) <= TARGET
+        result = make().search(CHOICES, accuracy, budget, np.random.default_rng(seed))
+        assert budget.within(result.best_arch)
+        # the two cost models sum in different orders: equal up to rounding, each consistent with itself
+        assert result.best_metrics["flops"] == budget.cost_of(result.best_arch) <= TARGET
+        assert result.best_metrics["flops"] == pytest.approx(flops(result.best_arch), rel=1e-12)
         assert result.best_metrics["accuracy"] == max(h["metrics"]["accuracy"] for h in result.history)
         for entry in result.history:
-            assert entry["cost"] == flops(entry["arch"]) <= TARGET
+            assert entry["cost"] == budget.cost_of(entry["arch"]) <= TARGET
             assert set(entry) == {"arch", "metrics", "cost", "generation"}
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize("make", STRATEGIES)
-def test_seeded_determinism(make: Any) -> None:
-    a = make().search(CHOICES, accuracy, BUDGET, np.random.default_rng(7))
-    b = make().search(CHOICES, accuracy, BUDGET, np.random.default_rng(7))
-    c = make().search(CHOICES, accuracy, BUDGET, np.random.default_rng(8))
+def test_seeded_determinism(make: Any, budget: Budget) -> None:
+    a = make().search(CHOICES, accuracy, budget, np.random.default_rng(7))
+    b = make().search(CHOICES, accuracy, budget, np.random.default_rng(7))
+    c = make().search(CHOICES, accuracy, budget, np.random.default_rng(8))
     assert a.to_dict() == b.to_dict()
     assert [h["arch"] for h in a.history] != [h["arch"] for h in c.history]
 
@@ -138,14 +152,41 @@ def test_tracker_caches_by_arch_key() -> None:
     assert len(calls) == len(tracker) == 1
 
 
+@pytest.mark.parametrize("additive", [True, False], ids=["additive", "opaque"])
 @pytest.mark.parametrize("make", STRATEGIES)
-def test_impossible_budget_names_metric(make: Any) -> None:
-    budget = Budget("flops", MIN_COST - 0.5, flops)
+def test_impossible_budget_names_metric(make: Any, additive: bool) -> None:
+    budget = Budget("flops", MIN_COST - 0.5, additive=FLOPS) if additive else Budget("flops", MIN_COST - 0.5, flops)
     with pytest.raises(ArchitectureError) as info:
         make().search(CHOICES, accuracy, budget, np.random.default_rng(0))
     message = str(info.value)
     assert "flops" in message and f"{MIN_COST - 0.5:g}" in message and "cheapest" in message
     assert "\n" not in message
+    if additive:  # the additive model knows the true cheapest architecture, not just the cheapest draw
+        assert f"the cheapest costs {MIN_COST:.6g}" in message
+
+
+def test_sample_in_budget_contract() -> None:
+    strategy = RandomSearch(RandomSearchParams(max_sample_tries=50))
+    tracker = strategy.tracker(accuracy, BUDGET)
+    rng = np.random.default_rng(0)
+    cheapest = {label: int(np.argmin(COSTS[i])) for i, label in enumerate(CHOICES)}
+    dearest = {label: int(np.argmax(COSTS[i])) for i, label in enumerate(CHOICES)}
+    only = {label: (v,) for label, v in cheapest.items()}
+    assert strategy.sample_in_budget(CHOICES, BUDGET, rng, tracker, allowed=only) == cheapest
+    tracker.evaluate(cheapest)
+    assert strategy.sample_in_budget(CHOICES, BUDGET, rng, tracker, allowed=only) is None  # exhausted
+    over = {label: (v,) for label, v in dearest.items()}
+    assert strategy.sample_in_budget(CHOICES, BUDGET, rng, tracker, allowed=over) is None  # nothing fits
+    # one free label: the sampled child keeps the fixed values and stays in budget
+    free = {label: (v,) for label, v in cheapest.items() if label != "l3"}
+    seen = set()
+    while (arch := strategy.sample_in_budget(CHOICES, BUDGET, rng, tracker, allowed=free)) is not None:
+        assert arch == {**cheapest, "l3": arch["l3"]}
+        assert BUDGET.within(arch)
+        seen.add(arch["l3"])
+        tracker.evaluate(arch)
+    fits = {v for v in range(VALUES) if flops({**cheapest, "l3": v}) <= TARGET}
+    assert seen == fits - {cheapest["l3"]}
 
 
 @pytest.mark.parametrize(
@@ -176,9 +217,14 @@ def test_unknown_objective_is_config_error() -> None:
 def test_budget() -> None:
     free = Budget.unconstrained()
     assert free.within({"anything": 1}) and free.cost_of({}) is None and not free.constrained
-    assert BUDGET.cost_of({f"l{i}": 0 for i in range(LABELS)}) == pytest.approx(COSTS[:, 0].sum())
+    for budget in (BUDGET, OPAQUE_BUDGET):
+        assert budget.cost_of({f"l{i}": 0 for i in range(LABELS)}) == pytest.approx(COSTS[:, 0].sum())
+    assert BUDGET.cost == FLOPS.cost and BUDGET.sampler(CHOICES) is BUDGET.sampler(CHOICES)
+    assert BUDGET.sampler(CHOICES).target == TARGET and OPAQUE_BUDGET.sampler(CHOICES).target is None
     with pytest.raises(ConfigError, match="cost function"):
         Budget("flops", 1.0, None)
+    with pytest.raises(ConfigError, match="metric name"):
+        Budget(None, 1.0, additive=FLOPS)
 
 
 def test_progress_called_once_per_evaluation() -> None:
