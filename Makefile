@@ -8,13 +8,14 @@ ARGS   ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt scripts/find_python310.sh
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt scripts/find_python310.sh
 	@PY310=$$(scripts/find_python310.sh) || exit 1; \
 	if [ ! -x $(PY) ] || ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then \
 		echo "creating $(VENV) with $$PY310"; rm -rf $(VENV); "$$PY310" -m venv $(VENV) || exit 1; \
 	fi
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)

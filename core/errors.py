@@ -27,3 +27,15 @@ class DatasetError(NASError):
 
 class ScaffoldError(NASError):
     """build_interface.py cannot render the requested component."""
+
+
+class ExportError(NASError):
+    """A trained network cannot be exported (bad normalisation values, converter missing or failing)."""
+
+
+class CheckpointError(NASError):
+    """A checkpoint is missing, damaged, or does not belong to the run being resumed."""
+
+
+class TrainingDivergedError(NASError):
+    """Training produced a non-finite loss or gradient."""
