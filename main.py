@@ -2,15 +2,15 @@
 
 import argparse
 import os
-import shutil
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
-from core.config import Config, dump_config, load_config
+from core.config import Config, check_resume_changes, dump_config, load_config
 from core.errors import NASError
 from core.registries import AGENTS
-from core.run_logging import setup_logger
+from core.run_logging import attach_log_file, setup_logger
+from core.run_state import remove_temporary_files
 
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
@@ -32,52 +32,58 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_run_dir(output_dir: str, title: str) -> str:
-    """Create a new, empty run directory; an existing one is never reused or overwritten."""
+def new_run_dir(output_dir: str, title: str) -> str:
+    """The path of a new run directory; an existing one is never reused or overwritten."""
     if not title or os.sep in title or title in (".", ".."):
         raise NASError(f"--title {title!r}: must be a plain directory name")
     run_dir = os.path.join(output_dir, title)
     if os.path.exists(run_dir):
         raise NASError(f"run directory {run_dir} already exists; choose another --title")
-    os.makedirs(run_dir)
     return run_dir
 
 
-def run(config: Config, run_dir: str, progress: bool = True, resume: bool = False) -> Dict[str, Any]:
-    """Write the resolved config, then build and run the configured agent in ``run_dir``."""
-    dump_config(config, os.path.join(run_dir, "config.yaml"))
-    logger = setup_logger(run_dir, verbose=progress)
-    logger.info("%s run directory %s", "resuming" if resume else "run", run_dir)
-    agent = AGENTS.get(config.agent.main_agent)(config, run_dir, progress=progress, resume=resume)
-    try:
-        return agent.run()
-    finally:
-        agent.close()
+def resolve_run(args: argparse.Namespace) -> Tuple[Config, str]:
+    """The validated config and run directory of a new run, or of the run ``--resume`` continues."""
+    if args.resume:
+        saved_path = os.path.join(args.resume, "config.yaml")
+        if not os.path.isfile(saved_path):
+            raise NASError(f"--resume {args.resume}: not a run directory (no config.yaml)")
+        config = load_config(saved_path, args.overrides)
+        check_resume_changes(load_config(saved_path), config)
+        return config, args.resume
+    if not args.config:
+        raise NASError("-c CONFIG is required (or --resume RUN_DIR)")
+    config = load_config(args.config, args.overrides)
+    stem = os.path.splitext(os.path.basename(args.config))[0]
+    title = args.title or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return config, new_run_dir(args.output_dir or config.output_dir, title)
 
 
 def main(argv: List[str] | None = None) -> int:
-    """Parse, load, validate, build, dispatch; user mistakes exit 2 with one line on stderr."""
+    """Parse, load, validate, build, dispatch; user mistakes exit 2 with one line on stderr.
+
+    Every component is built and checked before the run directory is touched: a bad value leaves no
+    directory behind, and a refused resume leaves the run exactly as it was.
+    """
     args = parse_args(argv)
-    run_dir = None
-    created = False
     try:
-        if args.resume:
-            run_dir = args.resume
-            if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
-                raise NASError(f"--resume {run_dir}: not a run directory (no config.yaml)")
-            config = load_config(os.path.join(run_dir, "config.yaml"), args.overrides)
+        config, run_dir = resolve_run(args)
+        resume = bool(args.resume)
+        logger = setup_logger(verbose=not args.quiet)
+        logger.info("%s %s", "resuming run" if resume else "run directory", run_dir)
+        agent = AGENTS.get(config.agent.main_agent)(config, run_dir, progress=not args.quiet, resume=resume)
+        if resume:
+            for name in remove_temporary_files(run_dir) + remove_temporary_files(agent.io.checkpoint_dir):
+                logger.info("removed %s left by an interrupted write", name)
         else:
-            if not args.config:
-                raise NASError("-c CONFIG is required (or --resume RUN_DIR)")
-            config = load_config(args.config, args.overrides)
-            stem = os.path.splitext(os.path.basename(args.config))[0]
-            title = args.title or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-            run_dir = make_run_dir(args.output_dir or config.output_dir, title)
-            created = True
-        metrics = run(config, run_dir, progress=not args.quiet, resume=bool(args.resume))
+            os.makedirs(run_dir)
+        dump_config(config, os.path.join(run_dir, "config.yaml"))
+        attach_log_file(run_dir)
+        try:
+            metrics = agent.run()
+        finally:
+            agent.close()
     except NASError as err:
-        if created and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
-            shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary(metrics, run_dir))

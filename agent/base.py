@@ -1,58 +1,113 @@
-"""Agent base: builds every configured component from the registries and owns the run directory."""
+"""Agent base: builds and checks every configured component, then runs; owns the run directory's files."""
 
 import abc
 import os
-from typing import Any, Dict
+import sys
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
 from core.checkpoint import write_json
-from core.config import Config
+from core.config import Config, TrainConfig
 from core.context import set_context
+from core.errors import ConfigError, DatasetError
+from core.export import export_model, verify_export
 from core.registries import CRITERIA, DATASETS, SEARCH_SPACES
 from core.run_logging import Monitor, get_logger
 from core.seed import make_rng, seed_nnabla, spawn_rng
-from dataset.base import DatasetSplits
+from core.visualize import plot_arch
+from dataset.base import ArrayDataset, DatasetSplits
+from hardware.counter import count_module
+from hardware.summary import network_summary
+from search_space.choices import Arch
 from search_space.space import SearchSpace
+from training_strategy.base import BaseTrainingStrategy, FixedNetwork
+from training_strategy.evaluation import evaluate_network
 from training_strategy.loop import RunIO, TrainLoop
+
+RETRAIN = "retrain"
 
 
 class BaseAgent(abc.ABC):
-    """Holds the config, run directory, data, search space and criterion shared by every agent."""
+    """Holds the config, data, search space and criterion every agent shares.
+
+    Construction builds and validates everything a run needs and writes nothing (a refused run leaves
+    no trace); ``run`` does the work and writes the run directory.
+    """
 
     def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
         self.config, self.run_dir, self.resume = config, run_dir, resume
         self.logger = get_logger()
         self.monitor = Monitor(run_dir)
-        self.io = RunIO(self.logger, self.monitor, os.path.join(run_dir, "checkpoints"), progress)
+        # bars only on a terminal: redirected output gets the per-epoch log lines, not thousands of \r frames
+        self.io = RunIO(
+            self.logger, self.monitor, os.path.join(run_dir, "checkpoints"), progress and sys.stderr.isatty()
+        )
         set_context(config.context, config.device_id)
         self.rng = make_rng(config.seed)
         seed_nnabla(self.rng)
         agent = config.agent
-        dataset = DATASETS.get(agent.dataset_agent)(config.dataset)
-        self.data: DatasetSplits = dataset.load()
-        self.augment = bool(getattr(config.dataset, "augment", False))
         self.space: SearchSpace = SEARCH_SPACES.get(agent.search_space_agent)
         self.criterion = CRITERIA.get(agent.criterion_agent)(config.criterion)
-        info = self.data.info
+        self.data: DatasetSplits = DATASETS.get(agent.dataset_agent)(config.dataset).load()
+        self.augment = bool(getattr(config.dataset, "augment", False))
+        self._check_data()
+
+    def _check_data(self) -> None:
+        """Refuse data that cannot support a search: one class, or a split smaller than one batch."""
+        info, data = self.data.info, self.data
+        name = self.config.agent.dataset_agent
+        present = np.unique(data.train.labels).size
+        if info.num_classes < 2 or present < 2:
+            raise DatasetError(
+                f"dataset {name}: {max(present, info.num_classes) if info.num_classes < 2 else present} class(es) "
+                "in the train split; classification needs at least two"
+            )
         self.logger.info(
             "data %s: %d train / %d valid / %d test, %d classes, %dx%dx%d",
-            agent.dataset_agent,
-            len(self.data.train),
-            len(self.data.valid),
-            len(self.data.test),
+            name,
+            len(data.train),
+            len(data.valid),
+            len(data.test),
             info.num_classes,
             info.in_channels,
             info.input_size,
             info.input_size,
         )
+        self.check_batch("retrain", self.config.retrain, len(data.train) + len(data.valid), "train + valid")
+
+    def check_batch(self, section: str, cfg: TrainConfig, samples: int, split: str) -> None:
+        """ConfigError when a batch would need more samples than the split has (samples would repeat)."""
+        if cfg.batch_size > samples:
+            raise ConfigError(
+                f"{section}.batch_size: {cfg.batch_size} exceeds the {samples} samples of the {split} split; "
+                f"use at most {samples}"
+            )
 
     def start(self, loop: TrainLoop) -> TrainLoop:
         """Continue ``loop`` from its checkpoint when resuming a run that has one."""
-        if self.resume and self.io.checkpoint_dir and loop.has_checkpoint(self.io.checkpoint_dir):
+        if self.resume and loop.has_checkpoint(self.io.checkpoint_dir):
             loop.load_checkpoint(self.io.checkpoint_dir)
             self.logger.info("[%s] resumed after epoch %d", loop.tag, loop.epoch)
         return loop
+
+    def make_loop(
+        self, network: Any, cfg: TrainConfig, policy: BaseTrainingStrategy, data: ArrayDataset, tag: str
+    ) -> TrainLoop:
+        """A training loop over ``data`` with the run's criterion and IO, resumed from its checkpoint if any."""
+        loop = TrainLoop(
+            network,
+            self.criterion,
+            data,
+            cfg,
+            policy,
+            self.child_rng(),
+            self.io,
+            tag=tag,
+            augment=self.augment,
+            eval_batch_size=self.config.search.eval_batch_size,
+        )
+        return self.start(loop)
 
     def child_rng(self) -> np.random.Generator:
         """An independent generator for one stage, reproducible from the run's seed."""
@@ -65,6 +120,58 @@ class BaseAgent(abc.ABC):
     def write_metrics(self, metrics: Dict[str, Any]) -> None:
         """Write ``metrics.json``."""
         write_json(self.path("metrics.json"), metrics)
+
+    def plot_arch(self, arch: Arch) -> None:
+        """``arch.png``: the whole network of ``arch`` with channels, stride and cost per block."""
+        rows = network_summary(self.space, self.config.search_space, self.data.info, arch)
+        choices = self.space.choices(self.config.search_space, self.data.info)
+        names = sorted({str(v) for c in choices.values() for v in c.values})  # colours stable across archs
+        plot_arch(rows, self.path("arch.png"), title=self.space.name, candidates=names)
+
+    def build_retrain(self, arch: Mapping[str, Any]) -> TrainLoop:
+        """The standalone network of ``arch`` (fresh weights) and its training loop on train + valid."""
+        cfg = self.config
+        arch = self.space.choices(cfg.search_space, self.data.info).validate(arch)
+        seed_nnabla(self.child_rng())  # fresh weights are the same whatever ran before (or was resumed)
+        model = self.space.build_model(cfg.search_space, self.data.info, arch)
+        train = ArrayDataset.concat(self.data.train, self.data.valid)
+        return self.make_loop(model, cfg.retrain, FixedNetwork(), train, RETRAIN)
+
+    def retrain_and_test(self, arch: Mapping[str, Any], loop: TrainLoop) -> Dict[str, Any]:
+        """Train ``loop``'s standalone network, test it, export model.nnp/model.onnx and verify them."""
+        cfg, data, model = self.config, self.data, loop.network
+        shape = data.train.images.shape[1:]
+        cost = count_module(model, shape)
+        self.logger.info("retraining %s: %.0f FLOPs, %.0f params", dict(arch), cost["flops"], cost["params"])
+        history = loop.run()
+        test = evaluate_network(model, data.test, cfg.search.eval_batch_size, criterion=self.criterion)
+        self.monitor.scalars("retrain/test", test, cfg.retrain.epochs)
+        self.logger.info("test accuracy %.4f (loss %.4f)", test["accuracy"], test["loss"])
+        out: Dict[str, Any] = {
+            "arch": dict(arch),
+            "flops": cost["flops"],
+            "params": cost["params"],
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "final_train": history[-1] if history else {},
+        }
+        if cfg.evaluate.export_nnp:
+            out["export"] = self.export(model, shape)
+        return out
+
+    def export(self, model: Any, shape: tuple) -> Dict[str, Any]:
+        """model.nnp and model.onnx taking raw (unnormalised) images; checked against the live network."""
+        data = self.data
+        nnp, onnx = self.path("model.nnp"), self.path("model.onnx")
+        export_model(model, shape, data.mean, data.std, nnp, onnx)
+        raw = data.test.images[:64] * np.asarray(data.std, np.float32).reshape(1, -1, 1, 1)
+        raw += np.asarray(data.mean, np.float32).reshape(1, -1, 1, 1)
+        diffs = verify_export(model, raw, data.mean, data.std, nnp, onnx)
+        self.logger.info(
+            "exported model.nnp / model.onnx (input: raw images; max |diff| vs the live network: %s)",
+            ", ".join(f"{k} {v:.2e}" for k, v in diffs.items() if v is not None),
+        )
+        return {"input": "raw images (normalisation inside the graph)", "mean": data.mean, "std": data.std, **diffs}
 
     @abc.abstractmethod
     def run(self) -> Dict[str, Any]:

@@ -4,8 +4,8 @@ import os
 from typing import Any, Dict
 
 from agent.base import BaseAgent
-from agent.retrain import retrain_and_test
-from core.errors import ConfigError
+from core.config import Config
+from core.errors import ArchitectureError, ConfigError
 from core.registries import AGENTS
 from search_space.choices import decode_arch
 
@@ -14,12 +14,22 @@ from search_space.choices import decode_arch
 class EvaluateAgent(BaseAgent):
     """Reads ``evaluate.arch_path`` (a searched_arch.json), retrains it, writes metrics.json."""
 
-    def run(self) -> Dict[str, Any]:
-        path = self.config.evaluate.arch_path
+    def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
+        super().__init__(config, run_dir, progress, resume)
+        path = config.evaluate.arch_path
         if not path or not os.path.isfile(path):
             raise ConfigError(f"evaluate.arch_path: file {path!r} does not exist")
         with open(path, encoding="utf-8") as f:
-            arch = decode_arch(f.read())
-        metrics = {"agent": "evaluate", "arch_path": path, **retrain_and_test(self, arch)}
+            try:
+                arch = decode_arch(f.read())
+                self.arch = self.space.choices(config.search_space, self.data.info).validate(arch)
+            except ArchitectureError as err:
+                raise ArchitectureError(f"evaluate.arch_path {path}: {err}") from None
+        self.loop = self.build_retrain(self.arch)
+
+    def run(self) -> Dict[str, Any]:
+        self.plot_arch(self.arch)
+        metrics = {"agent": "evaluate", "arch_path": self.config.evaluate.arch_path}
+        metrics.update(self.retrain_and_test(self.arch, self.loop))
         self.write_metrics(metrics)
         return metrics

@@ -1,61 +1,91 @@
 """Search agent: train the supernet, search it under the hardware budget, save the arch, retrain it."""
 
+import os
 import time
 from typing import Any, Dict, Mapping
 
+import numpy as np
 from tqdm import tqdm
 
-from agent.base import BaseAgent
-from agent.retrain import retrain_and_test
+from agent.base import RETRAIN, BaseAgent
+from agent.search_journal import SearchJournal
 from core.checkpoint import write_json
+from core.config import Config
 from core.errors import ConfigError
 from core.registries import AGENTS, SEARCH_STRATEGIES, TRAINING_STRATEGIES
+from core.run_state import file_digest, has_checkpoint, read_checkpoint
+from core.suggest import did_you_mean
+from core.visualize import plot_pareto, plot_search, search_curves
 from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
 from search_strategy.base import Budget, SearchResult
 from training_strategy.evaluation import evaluate_network, recalibrate_bn
-from training_strategy.loop import TrainLoop
+
+SUPERNET = "supernet"
+JOURNAL = "search_journal.jsonl"
 
 
 @AGENTS.register("search")
 class SearchAgent(BaseAgent):
     """Supernet training -> search -> ``searched_arch.json`` -> (optionally) retrain from scratch and test."""
 
-    def run(self) -> Dict[str, Any]:
-        cfg, info = self.config, self.data.info
-        t0 = time.time()
-        supernet = self.space.build_supernet(cfg.search_space, info)
-        choices = supernet.choices()
+    def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
+        super().__init__(config, run_dir, progress, resume)
+        cfg, info = config, self.data.info
+        self.check_batch("train", cfg.train, len(self.data.train), "train")
+        self.supernet = self.space.build_supernet(cfg.search_space, info)
+        choices = self.supernet.choices()
         self.logger.info(
             "search space %s: %d decisions, %.3g architectures", self.space.name, len(choices), choices.size()
         )
-        lut = self.space.build_lookup_table(cfg.search_space, info)
-        lut.save(self.path("lookup_table.json"))
-        budget = self._budget(lut)
-
+        self.lut = self.space.build_lookup_table(cfg.search_space, info)
+        self.budget = self._budget(self.lut)
+        self.strategy = SEARCH_STRATEGIES.get(cfg.agent.search_strategy_agent)(cfg.search_strategy)
+        self._check_objective()
         policy = TRAINING_STRATEGIES.get(cfg.agent.training_strategy_agent)(cfg.training_strategy)
-        loop = self.start(
-            TrainLoop(
-                supernet,
-                self.criterion,
-                self.data.train,
-                cfg.train,
-                policy,
-                self.child_rng(),
-                self.io,
-                tag="supernet",
-                augment=self.augment,
-                eval_batch_size=cfg.search.eval_batch_size,
-            )
-        )
-        loop.run()
-        t_train = time.time() - t0
+        self.loop = self.make_loop(self.supernet, cfg.train, policy, self.data.train, SUPERNET)
+        self.journal_path = os.path.join(self.io.checkpoint_dir, JOURNAL)
+        if resume:  # damaged files of later stages are refused before anything runs
+            if os.path.isfile(self.journal_path):
+                SearchJournal.read(self.journal_path)
+            if has_checkpoint(self.io.checkpoint_dir, RETRAIN):
+                read_checkpoint(self.io.checkpoint_dir, RETRAIN)
 
-        strategy = SEARCH_STRATEGIES.get(cfg.agent.search_strategy_agent)(cfg.search_strategy)
-        result = self._search(supernet, lut, budget, strategy)
+    def metric_names(self) -> tuple:
+        """The metrics ``evaluate(arch)`` reports: supernet accuracy plus every lookup-table cost."""
+        return ("accuracy", *self.lut.metrics)
+
+    def _check_objective(self) -> None:
+        objective = getattr(self.strategy.params, "objective", None)
+        if objective is not None and objective not in self.metric_names():
+            raise ConfigError(
+                f"search_strategy.objective: {objective!r} is not a metric the search measures"
+                f"{did_you_mean(objective, self.metric_names())}; valid: {', '.join(self.metric_names())}"
+            )
+
+    def _budget(self, lut: BaseLookUpTable) -> Budget:
+        hw = self.config.hardware
+        if hw.target_hc is None:
+            return Budget.unconstrained()
+        additive = lut.additive_cost(hw.info_metric)
+        cheapest = additive.min_cost()
+        if cheapest > hw.target_hc:
+            raise ConfigError(
+                f"hardware.target_hc: {hw.target_hc:g} is below the cheapest architecture's "
+                f"{hw.info_metric} ({cheapest:.0f}); raise it or shrink the space"
+            )
+        return Budget(hw.info_metric, hw.target_hc, additive=additive)
+
+    def run(self) -> Dict[str, Any]:
+        cfg = self.config
+        t0 = time.time()
+        self.lut.save(self.path("lookup_table.json"))
+        self.loop.run()
+        t_train = time.time() - t0
+        result = self._search()
         t_search = time.time() - t0 - t_train
         best = result.best_arch
-        costs = {m: lut.predict(best, m) for m in lut.metrics}
+        costs = {m: self.lut.predict(best, m) for m in self.lut.metrics}
         self.logger.info("searched architecture %s", best)
         self.logger.info(
             "supernet valid accuracy %.4f, %s",
@@ -74,6 +104,7 @@ class SearchAgent(BaseAgent):
             },
         )
         write_json(self.path("search_history.json"), result.to_dict())
+        self._plot(result)
         metrics: Dict[str, Any] = {
             "agent": "search",
             "search_space": self.space.name,
@@ -86,48 +117,57 @@ class SearchAgent(BaseAgent):
         }
         if cfg.search.retrain:
             t1 = time.time()
-            retrained = retrain_and_test(self, best)
+            retrained = self.retrain_and_test(best, self.build_retrain(best))
             metrics.update(
                 {
                     "test_accuracy": retrained["test_accuracy"],
                     "test_loss": retrained["test_loss"],
                     "model_flops": retrained["flops"],
                     "model_params": retrained["params"],
+                    "export": retrained.get("export"),
                 }
             )
             metrics["seconds"]["retrain"] = time.time() - t1
         self.write_metrics(metrics)
         return metrics
 
-    def _budget(self, lut: BaseLookUpTable) -> Budget:
-        hw = self.config.hardware
-        if hw.target_hc is None:
-            return Budget.unconstrained()
-        cheapest = lut.base[hw.info_metric] + sum(min(row) for row in lut.info_table[hw.info_metric].values())
-        if cheapest > hw.target_hc:
-            raise ConfigError(
-                f"hardware.target_hc: {hw.target_hc:g} is below the cheapest architecture's "
-                f"{hw.info_metric} ({cheapest:.0f}); raise it or shrink the space"
-            )
-        return Budget(hw.info_metric, hw.target_hc, lambda arch: lut.predict(arch, hw.info_metric))
+    def _plot(self, result: SearchResult) -> None:
+        """arch.png, search.png, pareto.png, and the search curves in TensorBoard."""
+        hw, history = self.config.hardware, result.to_dict()["history"]
+        objective = self.strategy.params.objective
+        self.plot_arch(result.best_arch)
+        plot_search(history, self.path("search.png"), objective=objective)
+        plot_pareto(
+            history,
+            self.path("pareto.png"),
+            objective=objective,
+            metric=hw.info_metric,
+            target=hw.target_hc,
+            chosen=result.best_arch,
+        )
+        curves = search_curves(history, objective)
+        for name, values in curves["series"].items():
+            for step, value in zip(curves["step"], values):
+                self.monitor.scalars(f"search_{curves['by']}", {name: value}, int(step))
 
-    def _search(self, supernet, lut: BaseLookUpTable, budget: Budget, strategy) -> SearchResult:
-        cfg = self.config.search
+    def _search(self) -> SearchResult:
+        """Run the search strategy on the trained supernet, journaled so a killed search resumes mid-way."""
+        cfg, supernet, lut = self.config.search, self.supernet, self.lut
         rng = self.child_rng()
-        bn_rng = self.child_rng()
+        # the same recalibration batches for every candidate: comparisons are paired, and an evaluation
+        # depends on nothing but the weights and the architecture (so the journal can stand in for it)
+        recal_seed = int(self.child_rng().integers(0, 2**63 - 1))
+        batch = min(self.config.train.batch_size, len(self.data.train))
 
         def evaluate(arch: Arch) -> Mapping[str, float]:
             supernet.set_active(arch)
-            recalibrate_bn(
-                supernet,
-                self.data.train,
-                min(self.config.train.batch_size, len(self.data.train)),
-                cfg.bn_recalibration_batches,
-                bn_rng,
-            )
+            recal = np.random.default_rng(recal_seed)
+            recalibrate_bn(supernet, self.data.train, batch, cfg.bn_recalibration_batches, recal)
             m = evaluate_network(supernet, self.data.valid, cfg.eval_batch_size, cfg.valid_batches)
             return {**m, **{k: lut.predict(arch, k) for k in lut.metrics}}
 
+        journal = SearchJournal(self.journal_path, self._journal_identity())
+        self.logger.info("search: %s", journal.open(self.resume))
         bar = tqdm(desc="search", unit="arch", disable=not self.io.progress, dynamic_ncols=True, leave=False)
 
         def progress(info: Mapping[str, Any]) -> None:
@@ -138,8 +178,25 @@ class SearchAgent(BaseAgent):
                 self.monitor.scalars("search", {"best_objective": best}, info["evaluations"])
 
         try:
-            result = strategy.search(supernet.choices(), evaluate, budget, rng, progress)
+            result = self.strategy.search(supernet.choices(), journal.wrap(evaluate), self.budget, rng, progress)
         finally:
             bar.close()
-        self.logger.info("search evaluated %d architectures", result.evaluations)
+        self.logger.info(
+            "search evaluated %d architectures (%d from the journal)", result.evaluations, journal.replayed
+        )
         return result
+
+    def _journal_identity(self) -> Dict[str, Any]:
+        """What the journaled evaluations depend on: the trained supernet and every search setting."""
+        cfg = self.config.to_dict()
+        params = None
+        if self.loop.last_checkpoint_epoch is not None:
+            params = file_digest(os.path.join(self.io.checkpoint_dir, f"{SUPERNET}_params.{self.loop.epoch}.h5"))
+        return {
+            "supernet_epoch": self.loop.epoch,
+            "supernet_params_sha256": params,
+            "seed": cfg["seed"],
+            "search": cfg["search"],
+            "search_strategy": [cfg["agent"]["search_strategy_agent"], cfg["search_strategy"]],
+            "hardware": cfg["hardware"],
+        }

@@ -2,14 +2,24 @@
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Sequence
+from typing import Any, Dict, List, Literal, Mapping, Sequence
 
 import yaml
 
+from core.checkpoint import atomic_path
 from core.errors import ConfigError
 from core.registries import AGENTS, COMPONENT_SECTIONS
-from core.typed import from_dict, to_plain
+from core.typed import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    from_dict,
+    to_plain,
+)
 
 
 @dataclass(frozen=True)
@@ -29,29 +39,32 @@ class OptimizerConfig:
     """Weight optimizer (an nnabla.solvers solver) and its hyper-parameters."""
 
     name: Literal["sgd", "momentum", "nesterov", "adam", "adamw"] = "momentum"
-    lr: float = 0.05
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 4e-5
+    lr: PositiveFloat = 0.05
+    momentum: Probability = 0.9
+    beta1: Probability = 0.9
+    beta2: Probability = 0.999
+    weight_decay: NonNegativeFloat = 4e-5
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training loop: supernet training (`train`) or from-scratch retraining (`retrain`)."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    mini_batch: int | None = None
-    warmup_epochs: int = 0
+    epochs: NonNegativeInt = 10
+    batch_size: PositiveInt = 64
+    #: gradient accumulation: ``batch_size / mini_batch`` forward/backward passes per step (null = one pass)
+    mini_batch: PositiveInt | None = None
+    warmup_epochs: NonNegativeInt = 0
     lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
-    step_epochs: int = 30
-    step_gamma: float = 0.1
-    grad_clip: float | None = 5.0
+    step_epochs: PositiveInt = 30
+    step_gamma: PositiveFloat = 0.1
+    grad_clip: PositiveFloat | None = 5.0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    max_steps_per_epoch: int | None = None
-    log_every: int = 10
-    checkpoint_every: int = 1
+    max_steps_per_epoch: PositiveInt | None = None
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 1
+    #: a non-finite loss or gradient norm: ``stop`` the run (the last checkpoint stays resumable) or ``skip`` the step
+    on_nan: Literal["stop", "skip"] = "stop"
 
 
 @dataclass(frozen=True)
@@ -59,16 +72,17 @@ class HardwareConfig:
     """The hardware budget: which lookup-table metric constrains the search, and its target."""
 
     info_metric: Literal["flops", "params"] = "flops"
-    target_hc: float | None = None
+    target_hc: PositiveFloat | None = None
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """How the search stage scores architectures on the trained supernet."""
 
-    valid_batches: int | None = None
-    eval_batch_size: int = 256
-    bn_recalibration_batches: int = 0
+    valid_batches: PositiveInt | None = None
+    eval_batch_size: PositiveInt = 256
+    #: training batches re-estimating BatchNorm statistics of each evaluated path (the same batches for all)
+    bn_recalibration_batches: NonNegativeInt = 0
     retrain: bool = True
 
 
@@ -90,7 +104,7 @@ class Config:
     search_strategy: Any
     criterion: Any
     dataset: Any
-    seed: int = 0
+    seed: NonNegativeInt = 0
     context: Literal["cpu", "cudnn"] = "cpu"
     device_id: str = "0"
     output_dir: str = "runs"
@@ -104,29 +118,12 @@ class Config:
         """Cross-field checks that no single field can make; returns self."""
         for name in ("train", "retrain"):
             tc: TrainConfig = getattr(self, name)
-            _positive(f"{name}.epochs", tc.epochs, allow_zero=True)
-            _positive(f"{name}.batch_size", tc.batch_size)
-            _positive(f"{name}.log_every", tc.log_every)
-            _positive(f"{name}.optimizer.lr", tc.optimizer.lr)
-            if tc.mini_batch is not None:
-                _positive(f"{name}.mini_batch", tc.mini_batch)
-                if tc.batch_size % tc.mini_batch:
-                    raise ConfigError(
-                        f"{name}.mini_batch: {tc.mini_batch} must divide {name}.batch_size ({tc.batch_size})"
-                    )
-            if tc.warmup_epochs < 0 or tc.warmup_epochs > max(tc.epochs, 0):
+            if tc.mini_batch is not None and tc.batch_size % tc.mini_batch:
+                raise ConfigError(f"{name}.mini_batch: {tc.mini_batch} must divide {name}.batch_size ({tc.batch_size})")
+            if tc.warmup_epochs > tc.epochs:
                 raise ConfigError(f"{name}.warmup_epochs: {tc.warmup_epochs} must be between 0 and {name}.epochs")
-            if tc.max_steps_per_epoch is not None:
-                _positive(f"{name}.max_steps_per_epoch", tc.max_steps_per_epoch)
-            if tc.grad_clip is not None:
-                _positive(f"{name}.grad_clip", tc.grad_clip)
-        if self.hardware.target_hc is not None:
-            _positive("hardware.target_hc", self.hardware.target_hc)
-        if self.search.valid_batches is not None:
-            _positive("search.valid_batches", self.search.valid_batches)
-        _positive("search.eval_batch_size", self.search.eval_batch_size)
-        if self.search.bn_recalibration_batches < 0:
-            raise ConfigError("search.bn_recalibration_batches: must be >= 0")
+            if tc.optimizer.name in ("momentum", "nesterov") and tc.optimizer.momentum >= 1.0:
+                raise ConfigError(f"{name}.optimizer.momentum: must be < 1, got {tc.optimizer.momentum}")
         if self.agent.main_agent == "evaluate" and not self.evaluate.arch_path:
             raise ConfigError("evaluate.arch_path: required when agent.main_agent is evaluate")
         return self
@@ -136,9 +133,28 @@ class Config:
         return to_plain(self)
 
 
-def _positive(path: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+class _Loader(yaml.SafeLoader):
+    """safe_load that reads ``1e-3`` as a float (YAML 1.1 needs a dot: ``1.0e-3``), as YAML 1.2 does."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(stream: Any) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (``1e-3``)."""
+    return yaml.load(stream, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def parse_override(text: str) -> "tuple[List[str], Any]":
@@ -150,7 +166,7 @@ def parse_override(text: str) -> "tuple[List[str], Any]":
     if not all(parts):
         raise ConfigError(f"override {text!r}: empty key part")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise ConfigError(f"override {text!r}: value is not valid YAML ({err.problem})") from None
     return parts, value
@@ -187,7 +203,7 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"config file {path!r} does not exist")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f)
+            data = yaml_load(f)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -218,9 +234,48 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> Config:
 
 
 def dump_config(config: Config, path: str) -> None:
-    """Write the resolved config as YAML."""
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    """Write the resolved config as YAML (atomically)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+
+
+#: the keys a resumed run may change; every other value is fixed by the checkpoints it continues from
+RESUMABLE_KEYS = (
+    "train.epochs",
+    "retrain.epochs",
+    "train.log_every",
+    "retrain.log_every",
+    "train.checkpoint_every",
+    "retrain.checkpoint_every",
+    "search.retrain",
+    "evaluate.export_nnp",
+    "context",
+    "device_id",
+    "output_dir",
+)
+
+
+def check_resume_changes(saved: Config, resumed: Config) -> None:
+    """ConfigError naming the first value a resume changes that its checkpoints depend on."""
+    old, new = _flatten(saved.to_dict()), _flatten(resumed.to_dict())
+    for key in list(old) + [k for k in new if k not in old]:
+        if old.get(key) != new.get(key) and key not in RESUMABLE_KEYS:
+            raise ConfigError(
+                f"{key}: cannot change when resuming (the run was made with {old.get(key)!r}, not {new.get(key)!r}); "
+                f"a resume may change only {', '.join(RESUMABLE_KEYS)} — start a new run instead"
+            )
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def _fixed_part_type() -> type:

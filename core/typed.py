@@ -1,14 +1,57 @@
 """Convert plain YAML data into frozen dataclasses, naming the dotted path of any bad value."""
 
 import dataclasses
+import math
 import types
 import typing
-from typing import Any, Dict, Mapping, Type, TypeVar, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Dict, Mapping, Type, TypeVar, Union
 
 from core.errors import ConfigError
 from core.suggest import did_you_mean
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric bound attached to a config field with ``Annotated[int, Range(ge=1)]``; checked on load."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: float, path: str) -> None:
+        """ConfigError naming ``path`` when ``value`` lies outside the range (NaN never fits)."""
+        bad = isinstance(value, float) and math.isnan(value)
+        bad = bad or (self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
+        bad = bad or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt)
+        if bad:
+            raise ConfigError(f"{path}: must be {self.describe()}, got {value!r}")
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``>= 1`` or ``in [0, 1]``."""
+        low = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else None
+        high = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else None
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f">= {_num(self.ge)}" if self.ge is not None else f"> {_num(self.gt)}"
+        return f"<= {_num(self.le)}" if self.le is not None else f"< {_num(self.lt)}"
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+#: the bounds most config fields need
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Probability = Annotated[float, Range(ge=0, le=1)]
+OpenFraction = Annotated[float, Range(gt=0, lt=1)]
 
 
 def from_dict(cls: Type[T], data: Any, path: str) -> T:
@@ -17,7 +60,7 @@ def from_dict(cls: Type[T], data: Any, path: str) -> T:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {_show(data)}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
@@ -32,12 +75,25 @@ def from_dict(cls: Type[T], data: Any, path: str) -> T:
     return cls(**kwargs)
 
 
+def check_ranges(obj: Any, path: str) -> None:
+    """Check every ``Range``-annotated field of dataclass ``obj`` (and nested ones), for objects built in code."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for f in dataclasses.fields(obj):
+        convert(hints[f.name], to_plain(getattr(obj, f.name)), _join(path, f.name))
+
+
 def convert(tp: Any, value: Any, path: str) -> Any:
     """Check/convert one value against a type annotation."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        out = convert(args[0], value, path)
+        for bound in args[1:]:
+            if isinstance(bound, Range) and out is not None:
+                bound.check(out, path)
+        return out
     if origin in (Union, getattr(types, "UnionType", Union)):
         if value is None and type(None) in args:
             return None
@@ -83,6 +139,8 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -111,6 +169,8 @@ def _show(value: Any) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if typing.get_origin(tp) is typing.Literal:
         return "one of " + "/".join(str(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))

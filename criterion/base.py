@@ -6,6 +6,8 @@ from typing import Any
 
 import nnabla as nn
 
+from core.typed import check_ranges
+
 
 class BaseCriterion(abc.ABC):
     """``criterion(logits, target, **context)`` returns a scalar loss Variable."""
@@ -15,6 +17,7 @@ class BaseCriterion(abc.ABC):
         """No parameters."""
 
     def __init__(self, params: Any):
+        check_ranges(params, "criterion")
         self.params = params
 
     @abc.abstractmethod

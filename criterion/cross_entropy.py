@@ -1,13 +1,13 @@
 """Softmax cross-entropy and its label-smoothed variant."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import nnabla as nn
 import nnabla.functions as F
 
-from core.errors import ConfigError
 from core.registries import CRITERIA
+from core.typed import Range
 from criterion.base import BaseCriterion
 
 
@@ -23,7 +23,7 @@ class CrossEntropy(BaseCriterion):
 class LabelSmoothingParams:
     """``smoothing`` of the target distribution (0 = plain cross-entropy)."""
 
-    smoothing: float = 0.1
+    smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.1
 
 
 @CRITERIA.register("label_smoothing")
@@ -31,11 +31,6 @@ class LabelSmoothing(BaseCriterion):
     """Cross-entropy against ``(1 - eps) * one_hot + eps / K``."""
 
     Params = LabelSmoothingParams
-
-    def __init__(self, params: LabelSmoothingParams):
-        if not 0.0 <= params.smoothing < 1.0:
-            raise ConfigError(f"criterion.smoothing: must be in [0, 1), got {params.smoothing}")
-        super().__init__(params)
 
     def __call__(self, logits: nn.Variable, target: nn.Variable, **context: Any) -> nn.Variable:
         eps = self.params.smoothing

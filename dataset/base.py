@@ -2,14 +2,13 @@
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Sequence, Tuple
 
 import numpy as np
-from nnabla.utils.data_iterator import DataIterator
-from nnabla.utils.data_source_implements import SimpleDataSource
 from nnabla.utils.image_utils import imresize
 
 from core.errors import ConfigError, DatasetError
+from core.typed import NonNegativeInt, OpenFraction, PositiveInt, check_ranges
 from search_space.spec import DataInfo
 
 Batch = Tuple[np.ndarray, np.ndarray]
@@ -22,15 +21,15 @@ STREAM_TEST, STREAM_VALID, STREAM_MAX_TRAIN, STREAM_MAX_TEST, STREAM_DATA = rang
 class DatasetParams:
     """Fields every dataset's ``Params`` has; subclasses add their own and may change the defaults."""
 
-    input_size: int = 32
+    input_size: PositiveInt = 32
     #: share of the non-test data that trains weights; the rest is the ``valid`` split architectures are scored on
-    train_portion: float = 0.8
+    train_portion: OpenFraction = 0.8
     augment: bool = False
     #: augmentation recipe: random crop after ``pad`` pixels of zero padding, plus optional horizontal flip
-    pad: int = 4
+    pad: NonNegativeInt = 4
     flip: bool = False
     #: seeds every split (not the run's rng), so splits are the same across runs
-    split_seed: int = 0
+    split_seed: NonNegativeInt = 0
     #: per-channel normalisation; computed on the train split when not given
     mean: Tuple[float, ...] | None = None
     std: Tuple[float, ...] | None = None
@@ -120,24 +119,12 @@ class BaseDataset(abc.ABC):
 
 
 def check_common_params(params: DatasetParams) -> None:
-    """ConfigError naming the first invalid common field."""
-    if params.input_size < 1:
-        raise ConfigError(f"dataset.input_size: must be >= 1, got {params.input_size}")
-    check_portion("dataset.train_portion", params.train_portion)
-    if params.pad < 0:
-        raise ConfigError(f"dataset.pad: must be >= 0, got {params.pad}")
-    if params.split_seed < 0:
-        raise ConfigError(f"dataset.split_seed: must be >= 0, got {params.split_seed}")
+    """ConfigError naming the first invalid field (ranges of the Params annotations, then mean/std)."""
+    check_ranges(params, "dataset")
     if (params.mean is None) != (params.std is None):
         raise ConfigError("dataset.mean / dataset.std: give both or neither")
     if params.std is not None and min(params.std, default=0.0) <= 0:
         raise ConfigError(f"dataset.std: every value must be > 0, got {list(params.std)}")
-
-
-def check_portion(path: str, value: float) -> None:
-    """ConfigError unless 0 < value < 1."""
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"{path}: must be strictly between 0 and 1, got {value}")
 
 
 def split_indices(
@@ -257,31 +244,67 @@ def make_splits(
     )
 
 
-class ArrayDataIterator(DataIterator):
-    """nnabla DataIterator that shuffles an ArrayDataset each epoch and augments every batch from the run's rng."""
+class BatchIterator:
+    """Endless shuffled training batches: every sample once per epoch, a fresh order from ``rng`` each epoch.
+
+    A batch that runs past the end of an epoch's order continues with the next order, so no sample repeats
+    inside an epoch. Its whole state (order, position, random streams) round-trips through ``state_dict``,
+    so a resumed run draws exactly the batches an uninterrupted one would.
+    """
 
     def __init__(self, ds: ArrayDataset, batch_size: int, rng: np.random.Generator, augment: bool):
         if len(ds) == 0:
             raise DatasetError("cannot iterate an empty split; give the dataset more samples")
         if batch_size < 1:
             raise ConfigError(f"batch_size: must be > 0, got {batch_size}")
-        shuffle_rng = np.random.RandomState(int(rng.integers(0, 2**32 - 1)))
-        source = SimpleDataSource(ds.sample, len(ds), shuffle=True, rng=shuffle_rng)
-        super().__init__(source, batch_size, rng=shuffle_rng, use_thread=False)
-        self._ds, self._aug_rng, self._augment = ds, rng, augment
+        self._ds, self.batch_size, self._augment = ds, batch_size, augment
+        self._order_rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
+        self._aug_rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
+        self.epoch = 0
+        self._new_order()
+
+    def _new_order(self) -> None:
+        self._order_state = self._order_rng.bit_generator.state  # regenerates this order on load
+        self._order = self._order_rng.permutation(len(self._ds))
+        self._pos = 0
 
     def next(self) -> Batch:
-        """The next shuffled batch ``(x float32 (B, C, H, W), y int32 (B, 1))``, augmented if asked."""
-        x, y = super().next()
-        x, y = x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
-        if self._augment:
-            x = augment_batch(x, self._aug_rng, self._ds.pad, self._ds.flip)
-        return x, y
+        """The next batch ``(x float32 (B, C, H, W), y int32 (B, 1))``, augmented if asked."""
+        parts = []
+        need = self.batch_size
+        while need:
+            take = self._order[self._pos : self._pos + need]
+            parts.append(take)
+            self._pos += len(take)
+            need -= len(take)
+            if self._pos == len(self._order):
+                self.epoch += 1
+                self._new_order()
+        return self._ds.batch(np.concatenate(parts), self._aug_rng, self._augment)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """JSON-ready state: the epoch, the current order's generator state, the position, the augmentation rng."""
+        return {
+            "epoch": self.epoch,
+            "order_rng": self._order_state,
+            "position": int(self._pos),
+            "aug_rng": self._aug_rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict`` output (the order is regenerated, not stored)."""
+        self._order_rng.bit_generator.state = state["order_rng"]
+        self._new_order()
+        if not 0 <= state["position"] < len(self._order):
+            raise ValueError(f"iterator position {state['position']} outside 0..{len(self._order) - 1}")
+        self._pos = int(state["position"])
+        self.epoch = int(state["epoch"])
+        self._aug_rng.bit_generator.state = state["aug_rng"]
 
 
-def train_iterator(ds: ArrayDataset, batch_size: int, rng: np.random.Generator, augment: bool) -> ArrayDataIterator:
+def train_iterator(ds: ArrayDataset, batch_size: int, rng: np.random.Generator, augment: bool) -> BatchIterator:
     """Endless shuffled training batches of ``ds``; shuffling and augmentation are reproducible from ``rng``."""
-    return ArrayDataIterator(ds, batch_size, rng, augment)
+    return BatchIterator(ds, batch_size, rng, augment)
 
 
 def steps_per_epoch(ds: ArrayDataset, batch_size: int) -> int:

@@ -7,8 +7,9 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from core.errors import ConfigError, DatasetError
+from core.errors import DatasetError
 from core.registries import DATASETS
+from core.typed import PositiveInt
 from dataset.base import (
     STREAM_MAX_TEST,
     STREAM_MAX_TRAIN,
@@ -31,8 +32,8 @@ class CifarParams(DatasetParams):
     augment: bool = True
     pad: int = 4
     flip: bool = True
-    max_train: int | None = None
-    max_test: int | None = None
+    max_train: PositiveInt | None = None
+    max_test: PositiveInt | None = None
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,6 @@ class CifarDataset(BaseDataset):
 
     def __init__(self, params: CifarParams | None = None):
         super().__init__(params)
-        for name in ("max_train", "max_test"):
-            value = getattr(self.params, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"dataset.{name}: must be >= 1 (or null for all), got {value}")
         self.class_names: Tuple[str, ...] = ()
 
     def _path(self, name: str) -> str:

@@ -6,15 +6,16 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from core.registries import DATASETS
-from dataset.base import BaseDataset, DatasetParams, DatasetSplits, check_portion, holdout_test, make_splits
+from core.typed import OpenFraction, PositiveInt
+from dataset.base import BaseDataset, DatasetParams, DatasetSplits, holdout_test, make_splits
 
 
 @dataclass(frozen=True)
 class DigitsParams(DatasetParams):
     """Digits config section: a stratified test hold-out, then train/valid; no flips (they change digits)."""
 
-    input_size: int = 8
-    test_portion: float = 0.2
+    input_size: PositiveInt = 8
+    test_portion: OpenFraction = 0.2
     augment: bool = False
     pad: int = 1
     flip: bool = False
@@ -25,10 +26,6 @@ class DigitsDataset(BaseDataset):
     """``sklearn.datasets.load_digits`` (pixel values 0..16) split into train / valid / test."""
 
     Params = DigitsParams
-
-    def __init__(self, params: DigitsParams | None = None):
-        super().__init__(params)
-        check_portion("dataset.test_portion", self.params.test_portion)
 
     def load(self) -> DatasetSplits:
         """The stratified, normalised splits at ``input_size``."""

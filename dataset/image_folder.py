@@ -7,9 +7,10 @@ from typing import List, Literal, Sequence, Tuple
 import numpy as np
 from nnabla.utils.image_utils import imread
 
-from core.errors import ConfigError, DatasetError
+from core.errors import DatasetError
 from core.registries import DATASETS
-from dataset.base import BaseDataset, DatasetParams, DatasetSplits, check_portion, holdout_test, make_splits
+from core.typed import OpenFraction, PositiveInt
+from dataset.base import BaseDataset, DatasetParams, DatasetSplits, holdout_test, make_splits
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,8 @@ class ImageFolderParams(DatasetParams):
 
     root: str = "data/images"
     channels: Literal[1, 3] = 3
-    input_size: int = 32
-    test_portion: float = 0.2
+    input_size: PositiveInt = 32
+    test_portion: OpenFraction = 0.2
     flip: bool = True
     extensions: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -52,9 +53,6 @@ class ImageFolderDataset(BaseDataset):
 
     def __init__(self, params: ImageFolderParams | None = None):
         super().__init__(params)
-        check_portion("dataset.test_portion", self.params.test_portion)
-        if self.params.channels not in (1, 3):
-            raise ConfigError(f"dataset.channels: must be 1 or 3, got {self.params.channels}")
         self.class_names: Tuple[str, ...] = ()
 
     def _read_split(self, folder: str, classes: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:

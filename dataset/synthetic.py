@@ -1,18 +1,18 @@
 """Random but learnable images for tests and smoke runs: a fixed smooth template per class plus noise."""
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Annotated, Tuple
 
 import numpy as np
 
 from core.errors import ConfigError
 from core.registries import DATASETS
+from core.typed import NonNegativeFloat, OpenFraction, PositiveInt, Range
 from dataset.base import (
     STREAM_DATA,
     BaseDataset,
     DatasetParams,
     DatasetSplits,
-    check_portion,
     holdout_test,
     make_splits,
     resize_images,
@@ -23,13 +23,13 @@ from dataset.base import (
 class SyntheticParams(DatasetParams):
     """Synthetic config section: classes, channels, size, sample count and noise level."""
 
-    num_classes: int = 4
-    channels: int = 1
-    input_size: int = 8
-    samples: int = 512
-    test_portion: float = 0.2
+    num_classes: Annotated[int, Range(ge=2)] = 4
+    channels: PositiveInt = 1
+    input_size: PositiveInt = 8
+    samples: PositiveInt = 512
+    test_portion: OpenFraction = 0.2
     #: std of the per-pixel noise; templates have unit std, so 1.0 is hard, 0.5 easy
-    noise: float = 0.5
+    noise: NonNegativeFloat = 0.5
     pad: int = 1
 
 
@@ -58,12 +58,8 @@ class SyntheticDataset(BaseDataset):
     def __init__(self, params: SyntheticParams | None = None):
         super().__init__(params)
         p = self.params
-        check_portion("dataset.test_portion", p.test_portion)
-        for name, low in (("num_classes", 2), ("channels", 1), ("samples", 2 * p.num_classes)):
-            if getattr(p, name) < low:
-                raise ConfigError(f"dataset.{name}: must be >= {low}, got {getattr(p, name)}")
-        if p.noise < 0:
-            raise ConfigError(f"dataset.noise: must be >= 0, got {p.noise}")
+        if p.samples < 2 * p.num_classes:
+            raise ConfigError(f"dataset.samples: must be >= 2 * num_classes ({2 * p.num_classes}), got {p.samples}")
 
     def load(self) -> DatasetSplits:
         """Generate the data and return the normalised, stratified splits."""

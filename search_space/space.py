@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Tuple, Type
 
 from core.registries import SEARCH_SPACES
+from core.typed import check_ranges
 from search_space.base_lookup_table import COUNTED_METRICS, BaseLookUpTable
 from search_space.base_model import BaseModel
 from search_space.base_supernet import BaseSupernet
@@ -26,7 +27,8 @@ class SearchSpace:
         return self.supernet.Params
 
     def model_cfg(self, params: Any, data: DataInfo) -> Tuple[MacroConfig, MicroConfig]:
-        """``(macro_cfg, micro_cfg)`` for these params and data."""
+        """``(macro_cfg, micro_cfg)`` for these params and data (params outside their ranges are refused)."""
+        check_ranges(params, "search_space")
         return self.supernet.get_model_cfg(params, data)
 
     def choices(self, params: Any, data: DataInfo) -> SearchSpaceChoices:

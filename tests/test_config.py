@@ -42,10 +42,12 @@ def test_bad_values_name_the_dotted_path(override, message):
     assert "\n" not in str(err.value)
 
 
-def test_component_params_are_checked_when_built():
-    cfg = load_config(DEMO, ["dataset.train_portion=2"])
-    with pytest.raises(ConfigError, match="train_portion"):
-        DATASETS.get(cfg.agent.dataset_agent)(cfg.dataset)
+def test_component_params_are_range_checked_on_load_and_when_built_in_code():
+    with pytest.raises(ConfigError, match=r"^dataset.train_portion: must be in \(0, 1\), got 2.0$"):
+        load_config(DEMO, ["dataset.train_portion=2"])
+    ds = DATASETS.get("digits")
+    with pytest.raises(ConfigError, match=r"^dataset.train_portion: must be in \(0, 1\), got 2.0$"):
+        ds(ds.Params(train_portion=2.0))
 
 
 def test_unknown_key_in_yaml(tmp_path):

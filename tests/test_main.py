@@ -8,11 +8,13 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from nnabla.utils.nnp_graph import NnpLoader
+from sklearn.datasets import load_digits
 
 import main
 from core.config import load_config
+from core.export import run_nnp, run_onnx
 from core.registries import DATASETS
+from dataset.base import STREAM_TEST, split_indices
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -51,11 +53,16 @@ def test_search_run_directory(search_run):
         "search_history.json",
         "metrics.json",
         "arch.png",
+        "search.png",
+        "pareto.png",
         "model.nnp",
+        "model.onnx",
     } <= names
     assert any(f.startswith("events") for f in os.listdir(search_run / "tb"))
     ckpt = set(os.listdir(search_run / "checkpoints"))
     assert {"supernet_params.2.h5", "supernet_state.json", "retrain_params.2.h5", "retrain_state.json"} <= ckpt
+    assert not [n for n in os.listdir(search_run) if n.startswith(".")]  # no temporary file left behind
+    assert all(os.stat(search_run / n).st_mode & 0o044 for n in ("metrics.json", "model.nnp", "arch.png"))
     cfg = yaml.safe_load((search_run / "config.yaml").read_text())
     assert cfg["train"]["epochs"] == 2 and cfg["agent"]["search_space_agent"] == "ProxylessNAS"
     searched = json.loads((search_run / "searched_arch.json").read_text())
@@ -72,16 +79,19 @@ def test_search_run_directory(search_run):
     assert "[supernet] epoch 2/2" in log and "test accuracy" in log
 
 
-def test_exported_nnp_reproduces_the_model(search_run):
+def test_exported_models_take_raw_images_and_reproduce_the_test_accuracy(search_run):
+    """model.nnp / model.onnx on scikit-learn's raw 0..16 digits give the run's own test accuracy."""
     cfg = load_config(str(search_run / "config.yaml"))
     data = DATASETS.get("digits")(cfg.dataset).load()
-    net = NnpLoader(str(search_run / "model.nnp")).get_network("model", batch_size=len(data.test))
-    x, y = list(net.inputs.values())[0], list(net.outputs.values())[0]
-    x.d = data.test.images
-    y.forward()
-    acc = float(np.mean(y.d.argmax(1) == data.test.labels[:, 0]))
+    raw = load_digits().images.astype(np.float32)[:, None]  # (N, 1, 8, 8), pixel values 0..16
+    test_idx, _ = split_indices(load_digits().target, cfg.dataset.test_portion, cfg.dataset.split_seed, STREAM_TEST)
+    raw_test = raw[test_idx]
+    np.testing.assert_allclose((raw_test - data.mean[0]) / data.std[0], data.test.images, atol=1e-5)
     metrics = json.loads((search_run / "metrics.json").read_text())
-    assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    for out in (run_nnp(str(search_run / "model.nnp"), raw_test), run_onnx(str(search_run / "model.onnx"), raw_test)):
+        acc = float(np.mean(out.argmax(1) == data.test.labels[:, 0]))
+        assert acc == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert metrics["export"]["nnp_max_abs_diff"] <= 1e-4 and metrics["export"]["onnx_max_abs_diff"] <= 1e-4
 
 
 def test_evaluate_agent_retrains_a_saved_arch(search_run, tmp_path):
@@ -166,7 +176,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert "[supernet] resumed after epoch 1" in log and "[supernet] epoch 2/2" in log
     assert log.count("[supernet] epoch 1/") == 1  # epoch 1 was not trained again
     state = json.loads((run_dir / "checkpoints" / "supernet_state.json").read_text())
-    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert state["epoch"] == 2 and len(state["state"]["history"]) == 2
+    assert "set aside a search journal of another supernet" in log  # the search of the 1-epoch supernet is stale
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
 
 

@@ -10,14 +10,16 @@ import pytest
 from scipy import stats
 
 from core.config import OptimizerConfig, TrainConfig
+from core.errors import CheckpointError, TrainingDivergedError
 from core.registries import CRITERIA, DATASETS, TRAINING_STRATEGIES
 from core.run_logging import Monitor
-from core.seed import make_rng, spawn_rng
+from core.run_state import load_parameters
+from core.seed import make_rng, seed_nnabla, spawn_rng
 from dataset.base import ArrayDataset
 from search_space.layers import BatchNorm2d, GlobalAvgPool, Linear, ModuleList
 from training_strategy.base import FixedNetwork
 from training_strategy.evaluation import evaluate_network, recalibrate_bn
-from training_strategy.loop import RunIO, TrainLoop, load_weights
+from training_strategy.loop import RunIO, TrainLoop
 from training_strategy.optim import make_scheduler
 
 IO = RunIO(logging.getLogger("test"), Monitor(None), None, progress=False)
@@ -132,32 +134,110 @@ def test_gradient_clipping_bounds_the_update():
     assert step == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_checkpoint_round_trip(tmp_path, proxyless, tiny_params):
+def test_checkpoint_round_trip_continues_exactly(tmp_path, proxyless, tiny_params):
+    """Train 2 epochs straight vs 1 epoch + checkpoint + a fresh loop resuming: same weights, same losses."""
     from search_space.spec import DataInfo
 
-    data = synthetic(64)
-    cfg = TrainConfig(epochs=1, batch_size=32)
-    policy = TRAINING_STRATEGIES.get("uniform")(TRAINING_STRATEGIES.get("uniform").Params())
-    net = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
-    loop = make_loop(net, data, policy, cfg)
-    loop.run()
-    loop.save_checkpoint(str(tmp_path))
-    saved = {k: v.d.copy() for k, v in net.get_parameters(grad_only=False).items()}
-    fresh = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
-    loop2 = make_loop(fresh, data, policy, cfg)
-    loop2.load_checkpoint(str(tmp_path))
-    assert loop2.epoch == 1 and loop2.global_step == loop.global_step
-    for k, v in fresh.get_parameters(grad_only=False).items():
-        np.testing.assert_array_equal(v.d, saved[k])
-    assert loop2.rng.bit_generator.state == loop.rng.bit_generator.state
-    with pytest.raises(ValueError, match="network expects"):
-        load_weights(proxyless.build_supernet(proxyless.Params(), DataInfo(4, 1, 8)), str(tmp_path / "t_params.1.h5"))
+    data = synthetic(96)
+    cfg = TrainConfig(epochs=2, batch_size=16, optimizer=OptimizerConfig(lr=0.05))
+    uniform = TRAINING_STRATEGIES.get("uniform")
+
+    def fresh(seed=0):
+        seed_nnabla(make_rng(7))  # the same initial weights each time (the resumed net's are overwritten anyway)
+        net = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
+        return net, make_loop(net, data, uniform(uniform.Params()), cfg, seed=seed)
+
+    net_a, straight = fresh()
+    straight.run()
+    net_b, first = fresh()
+    first.cfg = TrainConfig(epochs=1, batch_size=16, optimizer=OptimizerConfig(lr=0.05))
+    first.run()
+    first.save_checkpoint(str(tmp_path))
+    net_c, resumed = fresh(seed=123)  # another seed: everything must come from the checkpoint
+    resumed.load_checkpoint(str(tmp_path))
+    assert resumed.epoch == 1 and resumed.global_step == first.global_step
+    resumed.run()
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
+    final_a = net_a.get_parameters(grad_only=False)
+    for k, v in net_c.get_parameters(grad_only=False).items():
+        np.testing.assert_allclose(v.d, final_a[k].d, atol=1e-6, err_msg=k)
+    # a checkpoint of another space is one clear error
+    with pytest.raises(CheckpointError, match="does not fit|has shape"):
+        load_parameters(
+            proxyless.build_supernet(proxyless.Params(), DataInfo(4, 1, 8)).get_parameters(grad_only=False),
+            str(tmp_path / "t_params.1.h5"),
+        )
     # a second save replaces the first set of files and removes the old ones
-    loop.cfg = TrainConfig(epochs=2, batch_size=32)
+    resumed.save_checkpoint(str(tmp_path))
+    files = sorted(os.listdir(tmp_path))
+    assert files == ["t_arrays.2.h5", "t_params.2.h5", "t_state.json"]
+
+
+def test_policy_state_round_trips_through_the_checkpoint(tmp_path):
+    """A strategy's own state (JSON values and arrays) is saved with the loop and restored into a fresh one."""
+    from training_strategy.base import FixedNetwork as Base
+
+    class Counting(Base):
+        def __init__(self):
+            super().__init__()
+            self.steps, self.logits = 0, np.zeros(3, np.float32)
+
+        def after_step(self, supernet, epoch, step, rng):
+            self.steps += 1
+            self.logits += rng.normal(size=3).astype(np.float32)
+
+        def state_dict(self):
+            return {"steps": self.steps, "logits": self.logits.copy()}
+
+        def load_state_dict(self, state):
+            self.steps, self.logits = state["steps"], np.asarray(state["logits"])
+
+    data = synthetic(64)
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    policy = Counting()
+    loop = make_loop(linear_net(), data, policy, cfg)
     loop.run()
     loop.save_checkpoint(str(tmp_path))
-    files = sorted(os.listdir(tmp_path))
-    assert "t_params.2.h5" in files and "t_params.1.h5" not in files and "t_state.json" in files
+    other = Counting()
+    make_loop(linear_net(), data, other, cfg, seed=5).load_checkpoint(str(tmp_path))
+    assert other.steps == policy.steps == loop.steps_per_epoch
+    np.testing.assert_array_equal(other.logits, policy.logits)
+    assert np.abs(other.logits).sum() > 0
+
+
+def test_non_finite_loss_stops_or_skips_without_touching_the_weights():
+    data = synthetic(128)
+    net = linear_net()
+    loop = make_loop(net, data, FixedNetwork(), TrainConfig(epochs=1, batch_size=16))
+    before = {k: v.d.copy() for k, v in net.get_parameters().items()}
+    real_next = loop.iterator.next
+
+    def poisoned():
+        x, y = real_next()
+        x[0, 0, 0, 0] = np.nan
+        return x, y
+
+    loop.iterator.next = poisoned
+    with pytest.raises(TrainingDivergedError, match=r"^\[t\] non-finite loss .* at epoch 1, step 1: stopped"):
+        loop.train_step()
+    assert all(np.array_equal(v.d, before[k]) for k, v in net.get_parameters().items())
+    skip = make_loop(net, data, FixedNetwork(), TrainConfig(epochs=1, batch_size=16, on_nan="skip"))
+    calls = {"n": 0}
+    real = skip.iterator.next
+
+    def every_other():
+        x, y = real()
+        calls["n"] += 1
+        if calls["n"] % 2:
+            x[0, 0, 0, 0] = np.nan
+        return x, y
+
+    skip.iterator.next = every_other
+    history = skip.run()
+    expected = (skip.steps_per_epoch + 1) // 2
+    assert skip.steps_per_epoch >= 4 and skip.skipped_steps == expected == history[0]["skipped_steps"]
+    assert np.isfinite(history[0]["loss"])
+    assert any(not np.array_equal(v.d, before[k]) for k, v in net.get_parameters().items())
 
 
 def test_bn_recalibration_sets_mean_of_batch_statistics():

@@ -3,12 +3,13 @@
 import abc
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Hashable, List
+from typing import Any, Dict, Hashable, List, Mapping
 
 import nnabla as nn
 import numpy as np
 from nnabla.core.module import Module
 
+from core.typed import check_ranges
 from search_space.base_supernet import BaseSupernet
 from search_space.choices import arch_key
 
@@ -21,6 +22,8 @@ class BaseTrainingStrategy(abc.ABC):
         """No parameters."""
 
     def __init__(self, params: Any):
+        if params is not None:
+            check_ranges(params, "training_strategy")
         self.params = params
 
     def setup(self, supernet: BaseSupernet, rng: np.random.Generator) -> None:
@@ -40,6 +43,18 @@ class BaseTrainingStrategy(abc.ABC):
     def active_groups(self, supernet: BaseSupernet) -> List[str]:
         """Weight groups the step trains (default: the single active path's)."""
         return supernet.active_groups()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The strategy's own resumable state (architecture parameters' optimizer, temperatures, baselines...).
+
+        Saved with every checkpoint; values may be JSON data or numpy arrays. Stateless strategies keep ``{}``.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict`` output."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, but the checkpoint holds {sorted(state)}")
 
     def graph_key(self, supernet: BaseSupernet) -> Hashable:
         """Identity of the graph the step needs; the loop rebuilds the graph when it changes."""

@@ -1,19 +1,19 @@
 """The one training loop: epochs, warm-up, gradient accumulation, clipping, LR schedule, metering, checkpoints."""
 
 import logging
-import os
-from collections import OrderedDict
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping
 
 import nnabla as nn
 import numpy as np
 from nnabla.core.module import Module
 from tqdm import tqdm
 
-from core.checkpoint import atomic_path, read_json, write_json
 from core.config import TrainConfig
+from core.errors import CheckpointError, TrainingDivergedError
 from core.run_logging import Monitor
+from core.run_state import has_checkpoint, load_parameters, read_checkpoint, restore_rng, save_checkpoint
 from core.seed import spawn_rng
 from dataset.base import ArrayDataset, steps_per_epoch, train_iterator
 from training_strategy.base import BaseTrainingStrategy
@@ -61,6 +61,8 @@ class TrainLoop:
         self.iterator = train_iterator(train_data, self.mini_batch, spawn_rng(rng), augment)
         self.epoch = 0
         self.global_step = 0
+        self.skipped_steps = 0
+        self.last_checkpoint_epoch: int | None = None
         self.history: List[Dict[str, float]] = []
         self._graph_key: Any = object()
         self._graph: tuple | None = None
@@ -78,8 +80,13 @@ class TrainLoop:
         return self._graph
 
     def train_step(self) -> Dict[str, float]:
-        """One optimizer step over ``batch_size`` samples (``batch_size / mini_batch`` accumulated passes)."""
+        """One optimizer step over ``batch_size`` samples (``batch_size / mini_batch`` accumulated passes).
+
+        A non-finite loss or gradient norm never reaches the weights: the step stops the run
+        (``on_nan: stop``, the last checkpoint stays intact) or is skipped (``on_nan: skip``).
+        """
         self.network.training = True
+        nn.random.seed(int(self.rng.integers(0, 2**31 - 1)))  # dropout etc. replay exactly after a resume
         self.policy.before_step(self.network, self.epoch, self.global_step, self.rng)
         x, t, logits, loss = self._build_graph()
         active = self.policy.active_groups(self.network)
@@ -92,10 +99,36 @@ class TrainLoop:
             loss_sum += float(loss.d)
             correct += int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
         lr = self.scheduler.get_learning_rate(self.global_step)
-        norm = self.solver.step(active, lr, grad_scale=1.0 / self.accum, clip=self.cfg.grad_clip)
-        self.policy.after_step(self.network, self.epoch, self.global_step, self.rng)
+        norm = self.solver.prepare(active, grad_scale=1.0 / self.accum)
+        metrics = {
+            "loss": loss_sum / self.accum,
+            "accuracy": correct / self.cfg.batch_size,
+            "lr": lr,
+            "grad_norm": norm,
+        }
+        if math.isfinite(metrics["loss"]) and math.isfinite(norm):
+            self.solver.update(active, lr, norm, clip=self.cfg.grad_clip)
+            self.policy.after_step(self.network, self.epoch, self.global_step, self.rng)
+        else:
+            self._non_finite(metrics)
         self.global_step += 1
-        return {"loss": loss_sum / self.accum, "accuracy": correct / self.cfg.batch_size, "lr": lr, "grad_norm": norm}
+        return metrics
+
+    def _non_finite(self, metrics: Mapping[str, float]) -> None:
+        """Stop (default) or skip a step whose loss or gradient norm is NaN/inf."""
+        what = "loss" if not math.isfinite(metrics["loss"]) else "gradient norm"
+        step = self.global_step - self.epoch * self.steps_per_epoch + 1
+        where = f"[{self.tag}] non-finite {what} (loss {metrics['loss']:.4g}, gradient norm {metrics['grad_norm']:.4g})"
+        where += f" at epoch {self.epoch + 1}, step {step}"
+        if self.cfg.on_nan == "skip":
+            self.skipped_steps += 1
+            self.io.logger.warning("%s: step skipped (train.on_nan: skip)", where)
+            return
+        if self.last_checkpoint_epoch is None:
+            tail = "no checkpoint was written yet"
+        else:
+            tail = f"the checkpoint of epoch {self.last_checkpoint_epoch} is intact and resumes with --resume"
+        raise TrainingDivergedError(f"{where}: stopped ({tail}); lower the learning rate or set train.on_nan: skip")
 
     def run(self) -> List[Dict[str, float]]:
         """Train for the remaining epochs; returns one metrics dict per epoch."""
@@ -111,6 +144,7 @@ class TrainLoop:
         )
         while self.epoch < self.cfg.epochs:
             sums: Dict[str, float] = {"loss": 0.0, "accuracy": 0.0}
+            skipped_before = self.skipped_steps
             bar = tqdm(
                 range(self.steps_per_epoch),
                 desc=f"{self.tag} {self.epoch + 1}/{self.cfg.epochs}",
@@ -120,13 +154,21 @@ class TrainLoop:
             )
             for _ in bar:
                 m = self.train_step()
-                sums["loss"] += m["loss"]
-                sums["accuracy"] += m["accuracy"]
+                if math.isfinite(m["loss"]):
+                    sums["loss"] += m["loss"]
+                    sums["accuracy"] += m["accuracy"]
                 bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}")
                 if self.global_step % self.cfg.log_every == 0:
                     self.io.monitor.scalars(f"{self.tag}/train_step", m, self.global_step)
             bar.close()
-            epoch_m = {k: v / self.steps_per_epoch for k, v in sums.items()}
+            trained = self.steps_per_epoch - (self.skipped_steps - skipped_before)
+            if trained == 0:
+                raise TrainingDivergedError(
+                    f"[{self.tag}] every step of epoch {self.epoch + 1} had a non-finite loss or gradient; stopped"
+                )
+            epoch_m = {k: v / trained for k, v in sums.items()}
+            if self.skipped_steps > skipped_before:
+                epoch_m["skipped_steps"] = self.skipped_steps - skipped_before
             if self.valid_data is not None:
                 v = evaluate_network(self.network, self.valid_data, self.eval_batch_size, criterion=self.criterion)
                 epoch_m.update({f"valid_{k}": val for k, val in v.items()})
@@ -147,60 +189,50 @@ class TrainLoop:
                 self.save_checkpoint(self.io.checkpoint_dir)
         return self.history
 
-    def save_checkpoint(self, directory: str) -> None:
-        """Weights, per-group solver states, loop and rng state of this epoch.
-
-        Data files carry the epoch in their names and ``<tag>_state.json`` (written last, atomically)
-        names the current set, so a crash mid-save leaves the previous checkpoint intact.
-        """
-        os.makedirs(directory, exist_ok=True)
-        state_path = os.path.join(directory, f"{self.tag}_state.json")
-        previous = read_json(state_path) if os.path.isfile(state_path) else None
-        params_file = f"{self.tag}_params.{self.epoch}.h5"
-        with atomic_path(os.path.join(directory, params_file)) as tmp:
-            nn.save_parameters(tmp, self.network.get_parameters(grad_only=False))
-        solver_files = {}
-        for i, (name, solver) in enumerate(self.solver.solvers.items()):
-            solver_files[name] = f"{self.tag}_solver.{i}.{self.epoch}.h5"
-            with atomic_path(os.path.join(directory, solver_files[name])) as tmp:
-                solver.save_states(tmp)
-        state = {
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything but the weights that the rest of the training depends on (arrays allowed as leaves)."""
+        return {
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "skipped_steps": self.skipped_steps,
             "history": self.history,
-            "params_file": params_file,
-            "solver_files": solver_files,
-            "rng_state": self.rng.bit_generator.state,
+            "rng": self.rng.bit_generator.state,
+            "iterator": self.iterator.state_dict(),
+            "solver": self.solver.state_dict(),
+            "policy": self.policy.state_dict(),
         }
-        write_json(state_path, state)
-        if previous is not None:
-            current = {params_file, *solver_files.values()}
-            for old in [previous["params_file"], *previous["solver_files"].values()]:
-                if old not in current and os.path.isfile(os.path.join(directory, old)):
-                    os.remove(os.path.join(directory, old))
 
-    def has_checkpoint(self, directory: str) -> bool:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict`` output."""
+        what = f"{self.tag} checkpoint"
+        try:
+            self.solver.load_state_dict(state["solver"])
+            self.iterator.load_state_dict(state["iterator"])
+            self.policy.load_state_dict(state["policy"])
+            restore_rng(self.rng, state["rng"], what)
+            self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+            self.skipped_steps, self.history = int(state["skipped_steps"]), list(state["history"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{what}: damaged state ({type(err).__name__}: {err})") from None
+        self.last_checkpoint_epoch = self.epoch
+
+    def save_checkpoint(self, directory: str) -> None:
+        """Weights and the whole loop state of this epoch, committed atomically (see core.run_state)."""
+        save_checkpoint(
+            directory, self.tag, self.epoch, self.network.get_parameters(grad_only=False), self.state_dict()
+        )
+        self.last_checkpoint_epoch = self.epoch
+
+    def has_checkpoint(self, directory: str | None) -> bool:
         """Whether ``directory`` holds a checkpoint of this loop's tag."""
-        return os.path.isfile(os.path.join(directory, f"{self.tag}_state.json"))
+        return has_checkpoint(directory, self.tag)
 
     def load_checkpoint(self, directory: str) -> None:
-        """Resume from ``save_checkpoint`` output: weights are copied into the existing Variables."""
-        state = read_json(os.path.join(directory, f"{self.tag}_state.json"))
-        load_weights(self.network, os.path.join(directory, state["params_file"]))
-        self.solver.load_states({k: os.path.join(directory, v) for k, v in state["solver_files"].items()})
-        self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
-        self.rng.bit_generator.state = state["rng_state"]
-
-
-def load_weights(network: Module, path: str) -> None:
-    """Copy saved parameter values into ``network``'s existing Variables (names and shapes must match)."""
-    scope: OrderedDict[str, nn.Variable] = OrderedDict()
-    with nn.parameter_scope("", scope):  # a private scope: nothing leaks into nnabla's global one
-        nn.load_parameters(path)
-        loaded = nn.get_parameters(grad_only=False)
-    for k, v in network.get_parameters(grad_only=False).items():
-        if k not in loaded:
-            raise ValueError(f"{path}: no value for parameter {k!r}")
-        if loaded[k].shape != v.shape:
-            raise ValueError(f"{path}: {k} has shape {loaded[k].shape}, network expects {v.shape}")
-        v.d = loaded[k].d
+        """Resume from ``save_checkpoint`` output; a damaged or mismatched checkpoint is one CheckpointError."""
+        ckpt = read_checkpoint(directory, self.tag)
+        load_parameters(self.network.get_parameters(grad_only=False), ckpt.params_path, what=f"{self.tag} network")
+        self.load_state_dict(ckpt.state)
+        if self.epoch != ckpt.epoch or self.epoch > self.cfg.epochs:
+            raise CheckpointError(
+                f"{self.tag} checkpoint: epoch {self.epoch} does not fit {self.cfg.epochs} configured epochs"
+            )

@@ -1,7 +1,7 @@
 """Solvers per weight group, learning-rate schedules (nnabla's schedulers) and global-norm clipping."""
 
 from collections import OrderedDict
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping
 
 import nnabla as nn
 import nnabla.solvers as S
@@ -14,6 +14,7 @@ from nnabla.utils.learning_rate_scheduler import (
 )
 
 from core.config import OptimizerConfig, TrainConfig
+from core.errors import CheckpointError
 
 
 def make_solver(cfg: OptimizerConfig) -> S.Solver:
@@ -89,15 +90,18 @@ class GroupedSolver:
                 total += float(np.dot(g.ravel(), g.ravel()))
         return total**0.5
 
-    def step(self, names: List[str], lr: float, grad_scale: float = 1.0, clip: float | None = None) -> float:
-        """Scale, clip (global norm), decay and update the named groups; returns the grad norm."""
+    def prepare(self, names: List[str], grad_scale: float = 1.0) -> float:
+        """Scale the named groups' gradients (accumulation) and return their global L2 norm (NaN/inf if broken)."""
         active = self._active(names)
         if grad_scale != 1.0:
             for n in active:
                 self.solvers[n].scale_grad(grad_scale)
-        norm = self.grad_norm(active) if clip is not None else float("nan")
+        return self.grad_norm(active)
+
+    def update(self, names: List[str], lr: float, norm: float, clip: float | None = None) -> None:
+        """Clip to the global norm ``clip`` (given the ``prepare`` norm), decay and update the named groups."""
         factor = clip / norm if clip is not None and norm > clip else 1.0
-        for n in active:
+        for n in self._active(names):
             solver = self.solvers[n]
             if factor != 1.0:
                 solver.scale_grad(factor)
@@ -105,17 +109,32 @@ class GroupedSolver:
                 solver.weight_decay(self.cfg.weight_decay)
             solver.set_learning_rate(lr)
             solver.update()
-        return norm
 
-    def save_states(self, path_prefix: str) -> Dict[str, str]:
-        """Save each group's solver state to ``{prefix}.{i}.h5``; returns group -> file."""
-        files = {}
-        for i, (name, solver) in enumerate(self.solvers.items()):
-            files[name] = f"{path_prefix}.{i}.h5"
-            solver.save_states(files[name])
-        return files
+    def state_dict(self) -> Dict[str, Dict[str, Dict[str, Any]]]:
+        """``{group: {param: {"t": steps, "states": {name: array}}}}``: every group's solver state."""
+        out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+        for name, solver in self.solvers.items():
+            out[name] = {
+                p: {"t": int(st.t), "states": {k: v.d.copy() for k, v in st.pstate.items()}}
+                for p, st in solver.get_states().items()
+            }
+        return out
 
-    def load_states(self, files: Mapping[str, str]) -> None:
-        """Inverse of ``save_states``."""
-        for name, path in files.items():
-            self.solvers[name].load_states(path)
+    def load_state_dict(self, state: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> None:
+        """Restore ``state_dict`` output; groups, parameters and state shapes must match exactly."""
+        if set(state) != set(self.solvers):
+            diff = sorted(set(state) ^ set(self.solvers))
+            raise CheckpointError(f"solver state: weight groups differ from the network's (e.g. {diff[0]!r})")
+        for name, solver in self.solvers.items():
+            current = solver.get_states()
+            saved = state[name]
+            if set(saved) != set(current):
+                raise CheckpointError(f"solver state of group {name!r}: parameters differ from the network's")
+            for p, st in current.items():
+                for k, v in st.pstate.items():
+                    value = np.asarray(saved[p]["states"][k])
+                    if value.shape != tuple(v.shape):
+                        raise CheckpointError(f"solver state {name}/{p}/{k}: shape {value.shape}, expected {v.shape}")
+                    v.d = value
+                st.t = int(saved[p]["t"])
+            solver.set_states(current)

@@ -1,8 +1,9 @@
 """ProxylessNAS supernet: macro_cfg/micro_cfg from params and data; the base class does the rest."""
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Annotated, Tuple
 
+from core.typed import PositiveFloat, PositiveInt, Probability, Range
 from search_space.base_supernet import BaseSupernet
 from search_space.blocks.mobile import make_divisible
 from search_space.spec import (
@@ -20,12 +21,12 @@ from search_space.spec import (
 class ProxylessNASParams:
     """Search-space config section: backbone widths/depths and candidate grid."""
 
-    width_mult: float = 1.0
-    first_channels: int = 32
-    first_stride: int = 1
-    first_mb_channels: int = 16
+    width_mult: PositiveFloat = 1.0
+    first_channels: PositiveInt = 32
+    first_stride: PositiveInt = 1
+    first_mb_channels: PositiveInt = 16
     #: (channels, layers, stride) per stage; the default is ProxylessNAS's CIFAR backbone
-    stages: Tuple[Tuple[int, int, int], ...] = (
+    stages: Tuple[Tuple[PositiveInt, PositiveInt, PositiveInt], ...] = (
         (24, 4, 1),
         (40, 4, 2),
         (80, 4, 2),
@@ -33,16 +34,16 @@ class ProxylessNASParams:
         (192, 4, 2),
         (320, 1, 1),
     )
-    last_channels: int = 1280
-    expansions: Tuple[int, ...] = (3, 6)
-    kernels: Tuple[int, ...] = (3, 5, 7)
+    last_channels: PositiveInt = 1280
+    expansions: Tuple[PositiveInt, ...] = (3, 6)
+    kernels: Tuple[PositiveInt, ...] = (3, 5, 7)
     skip: bool = True
     se: bool = False
     activation: str = "relu6"
-    dropout: float = 0.0
-    bn_decay: float = 0.9
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0
+    bn_decay: Probability = 0.9
     #: a stride-2 is applied only while the feature map stays at least this large (8x8 inputs work)
-    min_feature_size: int = 4
+    min_feature_size: PositiveInt = 4
 
 
 class ProxylessNASSupernet(BaseSupernet):
