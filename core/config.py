@@ -258,7 +258,7 @@ RESUMABLE_KEYS = (
 
 def check_resume_changes(saved: Config, resumed: Config) -> None:
     """ConfigError naming the first value a resume changes that its checkpoints depend on."""
-    old, new = _flatten(saved.to_dict()), _flatten(resumed.to_dict())
+    old, new = flatten(saved.to_dict()), flatten(resumed.to_dict())
     for key in list(old) + [k for k in new if k not in old]:
         if old.get(key) != new.get(key) and key not in RESUMABLE_KEYS:
             raise ConfigError(
@@ -267,12 +267,13 @@ def check_resume_changes(saved: Config, resumed: Config) -> None:
             )
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"a.b": value}`` of a nested mapping (leaves are non-mappings)."""
     out: Dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out

@@ -150,7 +150,10 @@ class SearchTracker:
             return self._cache[key]
         cost = self.budget.cost_of(arch)
         if not self.budget.allows(cost):
-            raise ValueError(f"strategy bug: asked to evaluate an arch over budget ({self.budget.metric} {cost})")
+            raise ArchitectureError(
+                f"the search strategy asked to evaluate an architecture over budget ({self.budget.metric} {cost:.6g} > "
+                f"{self.budget.target:.6g}); a strategy must draw through sample_in_budget or check budget.within"
+            )
         metrics = {str(k): float(v) for k, v in self._evaluate(dict(arch)).items()}
         if self.objective not in metrics:
             raise ConfigError(

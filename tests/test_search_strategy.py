@@ -150,6 +150,10 @@ def test_tracker_caches_by_arch_key() -> None:
     first = tracker.evaluate(arch)
     assert tracker.evaluate(dict(reversed(list(arch.items())))) is first
     assert len(calls) == len(tracker) == 1
+    costly = {label: CHOICES[label].values[-1] for label in CHOICES}  # the unconstrained optimum is over budget
+    with pytest.raises(ArchitectureError, match=r"^the search strategy asked to evaluate an architecture over budget"):
+        tracker.evaluate(costly)
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("additive", [True, False], ids=["additive", "opaque"])
