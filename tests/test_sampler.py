@@ -308,3 +308,33 @@ def test_lookup_table_additive_cost_matches_predict(proxyless: Any, tiny_params:
         }
     with pytest.raises(ConfigError, match="no metric 'latency'"):
         lut.additive_cost("latency")
+
+
+def test_real_lookup_table_tight_budget_random_and_evolution(proxyless: Any, digits_info: Any) -> None:
+    """ProxylessNAS (9 searchable layers: 7^8 x 9 > 10^6 archs) at 1.05x its cheapest FLOPs, as the agent builds it."""
+    params = proxyless.Params(
+        first_channels=8, first_mb_channels=8, stages=((8, 3, 1), (16, 3, 2), (16, 3, 1)), last_channels=32
+    )
+    lut = proxyless.build_lookup_table(params, digits_info)
+    choices = lut.choices
+    cost = lut.additive_cost("flops")
+    target = 1.05 * cost.min_cost()
+    budget = Budget("flops", target, additive=cost)
+    assert choices.size() >= 1e6
+    draws = np.random.default_rng(0)
+    fraction = np.mean([cost.cost(choices.sample(draws)) <= target for _ in range(20000)])
+    assert fraction < 1e-3  # rejection sampling from the whole space would almost never succeed
+
+    def evaluate(arch: Arch) -> Dict[str, float]:
+        return {"accuracy": float(sum(choices[label].index(v) for label, v in arch.items()))}
+
+    feasible = BudgetSampler(choices, cost, target).feasible(limit=64)
+    assert feasible is not None and 1 <= len(feasible)  # a handful of ~10^7: listed exactly
+    expected = {arch_key(a) for a in feasible if cost.cost(a) <= target}
+    for strategy in (
+        RandomSearch(RandomSearchParams(samples=30)),
+        EvolutionSearch(EvolutionParams(population=10, generations=3, parents=3)),
+    ):
+        result = strategy.search(choices, evaluate, budget, np.random.default_rng(1))
+        assert {arch_key(e["arch"]) for e in result.history} == expected  # every in-budget arch, nothing else
+        assert lut.predict(result.best_arch, "flops") <= target
