@@ -1,34 +1,34 @@
-"""Supernet and superlayer bases: mechanism only (set_active, arch params); policies live elsewhere."""
+"""Supernet and superlayer bases of macro/micro spaces: mechanism only; policies live elsewhere.
+
+A superlayer is a LayerChoice built from specs (one searchable position of the OSNASLib macro config), so
+chain spaces and free-form networks with LayerChoice / InputChoice share one mutable mechanism.
+"""
 
 import abc
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import nnabla as nn
-import nnabla.initializer as I
 from nnabla.core.module import Module
-from nnabla.parameter import get_parameter_or_create
 
 from core.errors import ArchitectureError
-from search_space.choices import Arch, Categorical, SearchSpaceChoices
-from search_space.layers import ABCModule, ModuleList
+from search_space.layers import ABCModule, ModuleABCMeta, ModuleList
+from search_space.mutables import LayerChoice
+from search_space.searchable import SHARED_GROUP, Searchable
 from search_space.spec import CandidateSpec, DataInfo, LayerSpec, MacroConfig, MicroConfig, layer_candidates
 
-SHARED_GROUP = "shared"
+__all__ = ["SHARED_GROUP", "BaseSuperlayer", "Superlayer", "BaseSupernet"]
 
 
-class BaseSuperlayer(ABCModule):
-    """One searchable position holding its candidates; exactly one (``active_index``) runs in sample mode."""
+class BaseSuperlayer(LayerChoice, metaclass=ModuleABCMeta):
+    """One searchable position holding its candidates (a LayerChoice labelled by the layer's label)."""
 
     def __init__(self, layer: LayerSpec, candidates: Sequence[CandidateSpec]):
-        self.label = layer.label
-        self.layer = layer
-        self.candidate_names: List[str] = [c.name for c in candidates]
-        if not self.candidate_names:
+        self.__dict__["layer"] = layer
+        if not candidates:
             raise ArchitectureError(f"layer {layer.label!r} has no candidate that fits its shape")
-        self.candidates = ModuleList(self._construct_candidates(layer, candidates))
-        self.active_index = 0
-        self.has_arch_param = False
+        modules = self._construct_candidates(layer, candidates)
+        super().__init__(OrderedDict((c.name, m) for c, m in zip(candidates, modules)), label=layer.label)
 
     @abc.abstractmethod
     def _construct_candidates(self, layer: LayerSpec, candidates: Sequence[CandidateSpec]) -> List[Module]:
@@ -43,33 +43,20 @@ class BaseSuperlayer(ABCModule):
         """
         return cls(layer, [candidate]).candidates[0]
 
-    def choice(self) -> Categorical:
-        """This position's decision."""
-        return Categorical(tuple(self.candidate_names))
+    @property
+    def active_index(self) -> int:
+        """Index of the candidate sample mode computes."""
+        return self.decision.index
 
     def set_active(self, index: int) -> None:
         """Route the forward pass through candidate ``index`` only."""
         if not 0 <= index < len(self.candidate_names):
-            raise ArchitectureError(f"layer {self.label!r}: candidate index {index} out of range")
-        self.active_index = index
-
-    def initialize_arch_param(self) -> nn.Variable:
-        """Create (once) this layer's architecture logits ``alpha`` (one per candidate), owned by it."""
-        self.has_arch_param = True
-        return get_parameter_or_create("alpha", (len(self.candidate_names),), I.ConstantInitializer(0.0))
-
-    def arch_parameter(self) -> nn.Variable:
-        """The ``alpha`` logits (call ``initialize_arch_param`` first)."""
-        if not self.has_arch_param:
-            raise ArchitectureError(f"layer {self.label!r} has no architecture parameter yet")
-        return get_parameter_or_create("alpha", (len(self.candidate_names),), None)
+            raise ArchitectureError(f"layer {self.decision.label!r}: candidate index {index} out of range")
+        self.decision.index = index
 
     def candidate_parameters(self, index: int) -> "OrderedDict[str, nn.Variable]":
         """Trainable weights of candidate ``index``."""
         return self.candidates[index].get_parameters(grad_only=True)
-
-    def call(self, x):
-        return self.candidates[self.active_index](x)
 
 
 class Superlayer(BaseSuperlayer):
@@ -79,11 +66,11 @@ class Superlayer(BaseSuperlayer):
         return [c.build(layer) for c in candidates]
 
 
-class BaseSupernet(ABCModule):
+class BaseSupernet(Searchable, ABCModule):
     """A supernet built from ``macro_cfg`` (first/search/last) and ``micro_cfg`` (candidates).
 
     Subclasses give ``get_model_cfg``; everything else (construction, choices, path switching,
-    parameter ownership) is shared by every space.
+    arch parameters, weight groups) comes from ``Searchable`` and is shared by every space.
     """
 
     superlayer_builder = Superlayer
@@ -97,7 +84,6 @@ class BaseSupernet(ABCModule):
             [self.superlayer_builder(layer, layer_candidates(layer, self.micro_cfg)) for layer in self.macro_cfg.search]
         )
         self.last = ModuleList([b.build() for b in self.macro_cfg.last])
-        self._choices = SearchSpaceChoices([(s.label, s.choice()) for s in self.superlayers()])
 
     @staticmethod
     @abc.abstractmethod
@@ -105,67 +91,8 @@ class BaseSupernet(ABCModule):
         """Return ``(macro_cfg, micro_cfg)`` of the space for these params and data."""
 
     def superlayers(self) -> List[BaseSuperlayer]:
-        """The searchable positions, in order."""
+        """The searchable positions of the search stage, in order."""
         return list(self.search)
-
-    def choices(self) -> SearchSpaceChoices:
-        """The space's decisions as plain data (layers sharing a label share a decision)."""
-        return self._choices
-
-    def set_active(self, arch: Mapping[str, Any]) -> None:
-        """Select the single path ``arch``."""
-        arch = self._choices.validate(arch)
-        for s in self.superlayers():
-            s.set_active(s.candidate_names.index(arch[s.label]))
-
-    def active_arch(self) -> Arch:
-        """The architecture of the currently active path."""
-        return {s.label: s.candidate_names[s.active_index] for s in self.superlayers()}
-
-    def arch_parameters(self) -> "OrderedDict[str, nn.Variable]":
-        """``{label: alpha}`` gathered from the superlayers that own them (shared labels once)."""
-        out: OrderedDict[str, nn.Variable] = OrderedDict()
-        for s in self.superlayers():
-            if s.has_arch_param and s.label not in out:
-                out[s.label] = s.arch_parameter()
-        return out
-
-    def weight_groups(self) -> "OrderedDict[str, OrderedDict[str, nn.Variable]]":
-        """Trainable weights partitioned into ``shared`` and one group per (layer, candidate).
-
-        Optimizers keep one state per group, so a candidate that is not on the path is neither
-        decayed nor moved by stale momentum.
-        """
-        all_params = self.get_parameters(grad_only=True)
-        owner: Dict[int, str] = {}
-        for i, s in enumerate(self.superlayers()):
-            for c in range(len(s.candidate_names)):
-                for v in s.candidate_parameters(c).values():
-                    owner[id(v)] = self.group_name(i, c)
-        arch_ids = {id(v) for v in self.arch_parameters().values()}
-        groups: OrderedDict[str, OrderedDict[str, nn.Variable]] = OrderedDict()
-        groups[SHARED_GROUP] = OrderedDict()
-        for name, v in all_params.items():
-            if id(v) in arch_ids:
-                continue
-            groups.setdefault(owner.get(id(v), SHARED_GROUP), OrderedDict())[name] = v
-        return groups
-
-    def weight_parameters(self) -> "OrderedDict[str, nn.Variable]":
-        """Every trainable weight (no architecture parameter)."""
-        out: OrderedDict[str, nn.Variable] = OrderedDict()
-        for g in self.weight_groups().values():
-            out.update(g)
-        return out
-
-    def active_groups(self) -> List[str]:
-        """Names of the weight groups on the active path."""
-        return [SHARED_GROUP] + [self.group_name(i, s.active_index) for i, s in enumerate(self.superlayers())]
-
-    @staticmethod
-    def group_name(layer_index: int, candidate_index: int) -> str:
-        """Weight-group name of one candidate at one position."""
-        return f"search/{layer_index}/{candidate_index}"
 
     def call(self, x):
         return self.last(self.search(self.first(x)))

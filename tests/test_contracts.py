@@ -45,7 +45,7 @@ def test_training_strategy_contract(name, proxyless, tiny_params, digits_info):
     for step in range(20):
         policy.before_step(supernet, 0, step, rng)
         assert set(policy.active_groups(supernet)) <= set(groups) | {
-            supernet.group_name(i, s.active_index) for i, s in enumerate(supernet.superlayers())
+            supernet.group_name(f"search/{i}", s.active_index) for i, s in enumerate(supernet.superlayers())
         }
         seen.add(policy.graph_key(supernet))
         x = nn.Variable((2, 1, 8, 8))

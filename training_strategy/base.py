@@ -11,7 +11,6 @@ from nnabla.core.module import Module
 
 from core.typed import check_ranges
 from search_space.base_supernet import BaseSupernet
-from search_space.choices import arch_key
 
 
 class BaseTrainingStrategy(abc.ABC):
@@ -58,7 +57,7 @@ class BaseTrainingStrategy(abc.ABC):
 
     def graph_key(self, supernet: BaseSupernet) -> Hashable:
         """Identity of the graph the step needs; the loop rebuilds the graph when it changes."""
-        return arch_key(supernet.active_arch())
+        return supernet.graph_key()
 
 
 class FixedNetwork(BaseTrainingStrategy):

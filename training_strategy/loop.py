@@ -200,7 +200,13 @@ class TrainLoop:
             "iterator": self.iterator.state_dict(),
             "solver": self.solver.state_dict(),
             "policy": self.policy.state_dict(),
+            "arch_parameters": {k: v.d.copy() for k, v in self._arch_parameters().items()},
         }
+
+    def _arch_parameters(self) -> Mapping[str, nn.Variable]:
+        """The network's architecture parameters (none for a standalone network)."""
+        get = getattr(self.network, "arch_parameters", None)
+        return get() if get is not None else {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore ``state_dict`` output."""
@@ -209,6 +215,13 @@ class TrainLoop:
             self.solver.load_state_dict(state["solver"])
             self.iterator.load_state_dict(state["iterator"])
             self.policy.load_state_dict(state["policy"])
+            alphas = self._arch_parameters()
+            if set(state["arch_parameters"]) != set(alphas):
+                raise ValueError("its architecture parameters are not the network's labels")
+            for label, value in state["arch_parameters"].items():
+                if np.shape(value) != alphas[label].shape:
+                    raise ValueError(f"architecture parameter {label!r} has shape {np.shape(value)}")
+                alphas[label].d = value
             restore_rng(self.rng, state["rng"], what)
             self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
             self.skipped_steps, self.history = int(state["skipped_steps"]), list(state["history"])
