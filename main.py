@@ -29,7 +29,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or console log (log.txt is still written)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come before or after the flags
 
 
 def new_run_dir(output_dir: str, title: str) -> str:

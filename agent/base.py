@@ -92,7 +92,13 @@ class BaseAgent(abc.ABC):
         return loop
 
     def make_loop(
-        self, network: Any, cfg: TrainConfig, policy: BaseTrainingStrategy, data: ArrayDataset, tag: str
+        self,
+        network: Any,
+        cfg: TrainConfig,
+        policy: BaseTrainingStrategy,
+        data: ArrayDataset,
+        tag: str,
+        strategy_context: Mapping[str, Any] | None = None,
     ) -> TrainLoop:
         """A training loop over ``data`` with the run's criterion and IO, resumed from its checkpoint if any."""
         loop = TrainLoop(
@@ -106,6 +112,7 @@ class BaseAgent(abc.ABC):
             tag=tag,
             augment=self.augment,
             eval_batch_size=self.config.search.eval_batch_size,
+            strategy_context=strategy_context,
         )
         return self.start(loop)
 

@@ -32,7 +32,6 @@ class SearchAgent(BaseAgent):
     def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
         super().__init__(config, run_dir, progress, resume)
         cfg, info = config, self.data.info
-        self.check_batch("train", cfg.train, len(self.data.train), "train")
         self.supernet = self.space.build_supernet(cfg.search_space, info)
         choices = self.supernet.choices()
         self.logger.info(
@@ -42,8 +41,23 @@ class SearchAgent(BaseAgent):
         self.budget = self._budget(self.lut)
         self.strategy = SEARCH_STRATEGIES.get(cfg.agent.search_strategy_agent)(cfg.search_strategy)
         self._check_objective()
-        policy = TRAINING_STRATEGIES.get(cfg.agent.training_strategy_agent)(cfg.training_strategy)
-        self.loop = self.make_loop(self.supernet, cfg.train, policy, self.data.train, SUPERNET)
+        self.policy = TRAINING_STRATEGIES.get(cfg.agent.training_strategy_agent)(cfg.training_strategy)
+        if getattr(self.strategy, "needs_arch_probabilities", False) and not self.policy.learns_arch_parameters:
+            raise ConfigError(
+                f"agent.search_strategy_agent: {cfg.agent.search_strategy_agent} reads learned architecture "
+                f"parameters, which {cfg.agent.training_strategy_agent!r} does not train; "
+                "use training_strategy_agent: differentiable"
+            )
+        weight_data, arch_data = self.policy.split_train(self.data.train, self.child_rng())
+        self.check_batch("train", cfg.train, len(weight_data), "weight-training part of the train")
+        if arch_data is not None:
+            self.check_batch("train", cfg.train, len(arch_data), "architecture part of the train")
+        extras = {
+            "arch_data": arch_data,
+            "cost_model": self.lut.additive_cost(cfg.hardware.info_metric),
+            "target": cfg.hardware.target_hc,
+        }
+        self.loop = self.make_loop(self.supernet, cfg.train, self.policy, weight_data, SUPERNET, extras)
         self.journal_path = os.path.join(self.io.checkpoint_dir, JOURNAL)
         if resume:  # damaged files of later stages are refused before anything runs
             if os.path.isfile(self.journal_path):
@@ -166,6 +180,11 @@ class SearchAgent(BaseAgent):
             m = evaluate_network(supernet, self.data.valid, cfg.eval_batch_size, cfg.valid_batches)
             return {**m, **{k: lut.predict(arch, k) for k in lut.metrics}}
 
+        hints = {}
+        if self.policy.learns_arch_parameters:
+            hints["probabilities"] = {k: d.probabilities().tolist() for k, d in supernet.decisions().items()}
+            self.logger.info("learned architecture %s", supernet.derived_arch())
+        supernet.set_mode("sample")  # candidates are scored alone, whatever the training computed
         journal = SearchJournal(self.journal_path, self._journal_identity())
         self.logger.info("search: %s", journal.open(self.resume))
         bar = tqdm(desc="search", unit="arch", disable=not self.io.progress, dynamic_ncols=True, leave=False)
@@ -178,12 +197,21 @@ class SearchAgent(BaseAgent):
                 self.monitor.scalars("search", {"best_objective": best}, info["evaluations"])
 
         try:
-            result = self.strategy.search(supernet.choices(), journal.wrap(evaluate), self.budget, rng, progress)
+            result = self.strategy.search(
+                supernet.choices(), journal.wrap(evaluate), self.budget, rng, progress, hints=hints
+            )
         finally:
             bar.close()
         self.logger.info(
             "search evaluated %d architectures (%d from the journal)", result.evaluations, journal.replayed
         )
+        if hints and not self.budget.within(supernet.derived_arch()):
+            self.logger.info(
+                "the learned architecture is over budget (%s %.6g > %.6g); repaired to the most probable in-budget one",
+                self.budget.metric,
+                self.budget.cost_of(supernet.derived_arch()),
+                self.budget.target,
+            )
         return result
 
     def _journal_identity(self) -> Dict[str, Any]:

@@ -61,10 +61,10 @@ class Decision:
         return self.alpha
 
     def probabilities(self) -> np.ndarray:
-        """``softmax(alpha)`` as numpy (uniform without alpha)."""
-        if self.alpha is None:
-            return np.full(self.n_alpha, 1.0 / self.n_alpha)
-        a = self.alpha.d.astype(np.float64)
+        """``softmax(alpha)`` as numpy; per-input ``sigmoid(alpha)`` for an any-of-n input choice."""
+        a = np.zeros(self.n_alpha) if self.alpha is None else self.alpha.d.astype(np.float64)
+        if isinstance(self.choice, Subset) and self.choice.k is None:
+            return 1.0 / (1.0 + np.exp(-a))
         e = np.exp(a - a.max())
         return e / e.sum()
 

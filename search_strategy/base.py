@@ -222,8 +222,13 @@ class BaseSearchStrategy(abc.ABC):
         budget: Budget,
         rng: np.random.Generator,
         progress: Progress | None = None,
+        hints: Mapping[str, Any] | None = None,
     ) -> SearchResult:
-        """Run the search and return the best in-budget architecture found."""
+        """Run the search and return the best in-budget architecture found.
+
+        ``hints`` carries read-only extras a strategy may use, e.g. ``{"probabilities": {label: [p, ...]}}``
+        (the learned architecture distribution, per value of a choice or per input of a Subset).
+        """
 
     def tracker(self, evaluate: Evaluate, budget: Budget, progress: Progress | None = None) -> SearchTracker:
         """A fresh tracker for one search call."""

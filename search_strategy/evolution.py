@@ -6,7 +6,7 @@ that respect the restriction, so no child is over budget and none is blindly rej
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class EvolutionSearch(BaseSearchStrategy):
         budget: Budget,
         rng: np.random.Generator,
         progress: Progress | None = None,
+        hints: Mapping[str, Any] | None = None,
     ) -> SearchResult:
         """Random initial population, then ``generations - 1`` rounds of selection, mutation and crossover."""
         p = self.params

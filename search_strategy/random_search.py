@@ -1,6 +1,7 @@
 """Random search: evaluate ``samples`` distinct random architectures within budget, keep the best."""
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class RandomSearch(BaseSearchStrategy):
         budget: Budget,
         rng: np.random.Generator,
         progress: Progress | None = None,
+        hints: Mapping[str, Any] | None = None,
     ) -> SearchResult:
         """Evaluate up to ``samples`` distinct in-budget random architectures and return the best."""
         tracker = self.tracker(evaluate, budget, progress)

@@ -1,12 +1,16 @@
 """Contract tests generated from the registries: every criterion, training strategy and search strategy."""
 
+import logging
+
 import nnabla as nn
 import numpy as np
 import pytest
 
-from core.registries import CRITERIA, SEARCH_STRATEGIES, TRAINING_STRATEGIES
+from core.registries import CRITERIA, DATASETS, SEARCH_STRATEGIES, TRAINING_STRATEGIES
+from core.run_logging import Monitor
 from search_space.choices import Categorical, SearchSpaceChoices
 from search_strategy.base import Budget
+from training_strategy.base import StrategyContext
 
 
 @pytest.mark.parametrize("name", CRITERIA.names())
@@ -35,23 +39,41 @@ def test_criterion_contract(name):
 
 @pytest.mark.parametrize("name", TRAINING_STRATEGIES.names())
 def test_training_strategy_contract(name, proxyless, tiny_params, digits_info):
+    """Every training strategy sets up from a context, picks what each step computes, and (if it learns
+    architecture parameters) moves them; path-sampling ones change the path between steps."""
     cls = TRAINING_STRATEGIES.get(name)
     policy = cls(cls.Params())
     supernet = proxyless.build_supernet(tiny_params, digits_info)
     rng = np.random.default_rng(0)
-    policy.setup(supernet, rng)
-    groups = policy.weight_groups(supernet)
+    ds = DATASETS.get("synthetic")
+    data = ds(ds.Params(num_classes=10, channels=1, input_size=8, samples=200)).load()
+    weights, arch = policy.split_train(data.train, rng)
+    criterion = CRITERIA.get("cross_entropy")(CRITERIA.get("cross_entropy").Params())
+    lut = proxyless.build_lookup_table(tiny_params, digits_info)
+    context = StrategyContext(
+        criterion, rng, logging.getLogger("test"), Monitor(None), 4, train_data=weights, arch_data=arch,
+        cost_model=lut.additive_cost("flops"),
+    )  # fmt: skip
+    policy.setup(supernet, context)
+    groups = set(policy.weight_groups(supernet))
+    groups |= {
+        supernet.group_name(s.path, c) for s in supernet.mutables() for c in range(len(s.mutable.candidate_names))
+    }
+    alphas = {k: v.d.copy() for k, v in supernet.arch_parameters().items()}
     seen = set()
-    for step in range(20):
+    for step in range(20 if not policy.learns_arch_parameters else 3):
         policy.before_step(supernet, 0, step, rng)
-        assert set(policy.active_groups(supernet)) <= set(groups) | {
-            supernet.group_name(f"search/{i}", s.active_index) for i, s in enumerate(supernet.superlayers())
-        }
+        assert set(policy.active_groups(supernet)) <= groups  # (parameter-free candidates have no group)
         seen.add(policy.graph_key(supernet))
         x = nn.Variable((2, 1, 8, 8))
         assert supernet(x).shape == (2, 10)
         policy.after_step(supernet, 0, step, rng)
-    assert len(seen) > 1  # the path changes between steps
+    if policy.learns_arch_parameters:
+        assert any(not np.array_equal(v.d, alphas[k]) for k, v in supernet.arch_parameters().items())
+    else:
+        assert len(seen) > 1  # the path changes between steps
+    state = policy.state_dict()
+    policy.load_state_dict(state)
 
 
 @pytest.mark.parametrize("name", SEARCH_STRATEGIES.names())
@@ -64,7 +86,11 @@ def test_search_strategy_contract(name):
 
     budget = Budget("flops", 5.0, lambda a: float(sum(a.values())))
     cls = SEARCH_STRATEGIES.get(name)
-    result = cls(cls.Params()).search(choices, evaluate, budget, np.random.default_rng(0))
+    # learned probabilities rising with the value: the most probable in-budget arch is an optimum
+    hints = {
+        "probabilities": {label: list(np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum()) for label in choices}
+    }
+    result = cls(cls.Params()).search(choices, evaluate, budget, np.random.default_rng(0), hints=hints)
     assert budget.within(result.best_arch)
     assert result.best_metrics["accuracy"] == pytest.approx(5 / 8)  # 81 archs: every strategy finds the optimum
     assert any(h["arch"] == result.best_arch for h in result.history)

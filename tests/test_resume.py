@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from core.run_state import read_parameters
+from core.run_state import read_checkpoint, read_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
@@ -95,19 +95,27 @@ def new_run(out, title, kind="none", n=0, extra=()):
 
 
 KILLS = {"mid_epoch": ("step", 8), "mid_checkpoint": ("checkpoint", 2), "mid_search": ("search", 6)}
+DARTS = [
+    "agent.training_strategy_agent=differentiable",
+    "agent.search_strategy_agent=differentiable",
+    "search_strategy={}",
+    "training_strategy.algorithm=gumbel",  # noise, temperature and two iterators are all part of the state
+]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """An uninterrupted run and one run per kill point, each killed and then resumed (2 cores: run together)."""
     out = tmp_path_factory.mktemp("resume")
-    procs = {"reference": new_run(out, "reference")}
+    procs = {"reference": new_run(out, "reference"), "darts_reference": new_run(out, "darts_reference", extra=DARTS)}
     procs.update({name: new_run(out, name, kind, n) for name, (kind, n) in KILLS.items()})
+    procs["darts_mid_epoch"] = new_run(out, "darts_mid_epoch", "step", 8, extra=DARTS)
     results = {name: finish(p) for name, p in procs.items()}
-    assert results["reference"][0] == 0, results["reference"][2]
-    for name in KILLS:
+    for name in ("reference", "darts_reference"):
+        assert results[name][0] == 0, results[name][2]
+    for name in [*KILLS, "darts_mid_epoch"]:
         assert results[name][0] == -9, f"{name} was not killed: {results[name]}"
-    resumed = {name: start("none", 0, "--resume", str(out / name), "--quiet") for name in KILLS}
+    resumed = {name: start("none", 0, "--resume", str(out / name), "--quiet") for name in [*KILLS, "darts_mid_epoch"]}
     return out, {name: finish(p) for name, p in resumed.items()}
 
 
@@ -152,3 +160,18 @@ def test_nan_loss_stops_with_one_line_and_the_last_checkpoint_resumes(runs, tmp_
     assert code == 0, err
     # the poisoned step was never applied, so the resumed run is the uninterrupted one
     assert read(tmp_path / "nan", "searched_arch.json") == read(out / "reference", "searched_arch.json")
+
+
+@pytest.mark.slow
+def test_killed_differentiable_run_resumes_to_the_same_alphas(runs):
+    out, resumed = runs
+    code, _, err = resumed["darts_mid_epoch"]
+    assert code == 0, err
+    ref, run = out / "darts_reference", out / "darts_mid_epoch"
+    assert read(run, "searched_arch.json") == read(ref, "searched_arch.json")
+    alphas_ref = read_checkpoint(str(ref / "checkpoints"), "supernet").state
+    alphas = read_checkpoint(str(run / "checkpoints"), "supernet").state
+    for label, value in alphas_ref["arch_parameters"].items():
+        assert np.abs(value).max() > 0  # they were trained
+        np.testing.assert_allclose(alphas["arch_parameters"][label], value, rtol=0, atol=1e-6, err_msg=label)
+    np.testing.assert_allclose(alphas["policy"]["tau"], alphas_ref["policy"]["tau"])

@@ -1,20 +1,54 @@
 """Training-strategy base: a policy consulted by the one loop before and after each step."""
 
 import abc
+import logging
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Tuple
 
 import nnabla as nn
 import numpy as np
 from nnabla.core.module import Module
 
+from core.run_logging import Monitor
 from core.typed import check_ranges
+from dataset.base import ArrayDataset
 from search_space.base_supernet import BaseSupernet
+from search_space.cost_model import AdditiveCost
+
+
+@dataclass
+class StrategyContext:
+    """What a training strategy is given at setup, besides the supernet: no globals, nothing to look up."""
+
+    criterion: Callable[..., nn.Variable]
+    rng: np.random.Generator
+    logger: logging.Logger
+    monitor: Monitor
+    batch_size: int
+    augment: bool = False
+    #: the loop's training data and epochs
+    train_data: ArrayDataset | None = None
+    epochs: int = 1
+    #: the split architecture parameters learn on (``split_train``'s second part), if any
+    arch_data: ArrayDataset | None = None
+    #: the lookup table's additive cost of the budget metric, and the budget's target
+    cost_model: AdditiveCost | None = None
+    target: float | None = None
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+    def criterion_context(self, network: Any) -> Dict[str, Any]:
+        """The keyword context a criterion gets: the supernet (if searchable), the cost model, the target."""
+        if not hasattr(network, "decisions"):
+            return {}
+        return {"supernet": network, "cost_model": self.cost_model, "target_hc": self.target}
 
 
 class BaseTrainingStrategy(abc.ABC):
     """Decides the active path (and, for differentiable ones, moves arch params); the loop does the rest."""
+
+    #: whether the strategy learns the architecture parameters (what a differentiable search reads)
+    learns_arch_parameters: bool = False
 
     @dataclass(frozen=True)
     class Params:
@@ -25,8 +59,12 @@ class BaseTrainingStrategy(abc.ABC):
             check_ranges(params, "training_strategy")
         self.params = params
 
-    def setup(self, supernet: BaseSupernet, rng: np.random.Generator) -> None:
-        """Called once before training (e.g. to create architecture parameters)."""
+    def split_train(self, train: ArrayDataset, rng: np.random.Generator) -> Tuple[ArrayDataset, ArrayDataset | None]:
+        """``(weight data, architecture data)``: bi-level strategies keep part of the train split for the alphas."""
+        return train, None
+
+    def setup(self, supernet: BaseSupernet, context: StrategyContext) -> None:
+        """Called once before training, with everything the strategy may use (create optimizers, iterators...)."""
 
     @abc.abstractmethod
     def before_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:

@@ -16,7 +16,7 @@ from core.run_logging import Monitor
 from core.run_state import has_checkpoint, load_parameters, read_checkpoint, restore_rng, save_checkpoint
 from core.seed import spawn_rng
 from dataset.base import ArrayDataset, steps_per_epoch, train_iterator
-from training_strategy.base import BaseTrainingStrategy
+from training_strategy.base import BaseTrainingStrategy, StrategyContext
 from training_strategy.evaluation import evaluate_network
 from training_strategy.optim import GroupedSolver, make_scheduler
 
@@ -47,6 +47,7 @@ class TrainLoop:
         valid_data: ArrayDataset | None = None,
         augment: bool = False,
         eval_batch_size: int = 256,
+        strategy_context: Mapping[str, Any] | None = None,
     ):
         self.network, self.criterion, self.cfg, self.policy = network, criterion, cfg, policy
         self.train_data, self.valid_data = train_data, valid_data
@@ -55,7 +56,18 @@ class TrainLoop:
         self.accum = cfg.batch_size // self.mini_batch
         full = steps_per_epoch(train_data, cfg.batch_size)
         self.steps_per_epoch = min(full, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else full
-        self.policy.setup(network, rng)
+        self.context = StrategyContext(
+            criterion,
+            spawn_rng(rng),
+            io.logger,
+            io.monitor,
+            self.mini_batch,
+            augment,
+            train_data=train_data,
+            epochs=cfg.epochs,
+            **(strategy_context or {}),
+        )
+        self.policy.setup(network, self.context)
         self.solver = GroupedSolver(policy.weight_groups(network), cfg.optimizer)
         self.scheduler = make_scheduler(cfg, self.steps_per_epoch)
         self.iterator = train_iterator(train_data, self.mini_batch, spawn_rng(rng), augment)
@@ -74,7 +86,7 @@ class TrainLoop:
             t = nn.Variable((self.mini_batch, 1))
             logits = self.network(x)
             logits.persistent = True
-            loss = self.criterion(logits, t)
+            loss = self.criterion(logits, t, **self.context.criterion_context(self.network))
             loss.persistent = True
             self._graph, self._graph_key = (x, t, logits, loss), key
         return self._graph

@@ -1,0 +1,241 @@
+"""Differentiable one-shot training: DARTS (bi-level, first or second order) and Gumbel-softmax (GDAS / FBNet).
+
+Weights train on one part of the train split (the loop's steps), architecture parameters on the other
+(``arch_portion``), alternating: before each weight step, one architecture step on an architecture batch.
+BatchNorm uses batch statistics in the architecture step, as the DARTS reference does.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Hashable, List, Literal, Mapping, Tuple
+
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.solvers as S
+import numpy as np
+
+from core.errors import CheckpointError
+from core.registries import TRAINING_STRATEGIES
+from core.run_state import restore_rng
+from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, Probability
+from dataset.base import STREAM_VALID, ArrayDataset, split_indices, train_iterator
+from search_space.base_supernet import BaseSupernet
+from search_space.mutables import Decision, split_weights
+from training_strategy.base import BaseTrainingStrategy, StrategyContext
+
+
+@dataclass(frozen=True)
+class ArchOptimizerConfig:
+    """Adam on the architecture parameters (DARTS: lr 3e-4, betas (0.5, 0.999), weight decay 1e-3)."""
+
+    lr: PositiveFloat = 3e-4
+    beta1: Probability = 0.5
+    beta2: Probability = 0.999
+    weight_decay: NonNegativeFloat = 1e-3
+
+
+@dataclass(frozen=True)
+class DifferentiableParams:
+    """Differentiable training config section."""
+
+    #: darts = softmax(alpha)-weighted sum of every candidate; gumbel = Gumbel-softmax samples (GDAS / FBNet)
+    algorithm: Literal["darts", "gumbel"] = "darts"
+    #: DARTS gradient: 1 = first order; 2 = the unrolled second-order approximation (finite differences)
+    order: Literal[1, 2] = 1
+    #: virtual step size of the second-order approximation (DARTS uses the weight learning rate)
+    unrolled_lr: PositiveFloat = 0.05
+    #: share of the train split that architecture parameters learn on (the rest trains weights)
+    arch_portion: OpenFraction = 0.5
+    #: epochs of weight training before the architecture parameters start to move
+    arch_warmup_epochs: NonNegativeInt = 0
+    arch_optimizer: ArchOptimizerConfig = field(default_factory=ArchOptimizerConfig)
+    #: Gumbel temperature, annealed exponentially from tau_max to tau_min over the epochs
+    tau_max: PositiveFloat = 5.0
+    tau_min: PositiveFloat = 0.5
+    #: gumbel: straight-through one-hot samples, only the sampled candidate computed (GDAS); else soft (FBNet)
+    hard: bool = False
+
+
+@TRAINING_STRATEGIES.register("differentiable")
+class Differentiable(BaseTrainingStrategy):
+    """Bi-level training of weights and architecture parameters (alphas)."""
+
+    Params = DifferentiableParams
+    learns_arch_parameters = True
+
+    def __init__(self, params: DifferentiableParams):
+        super().__init__(params)
+        self.epochs = 1
+        self.tau = params.tau_max
+        self.noise: Dict[str, np.ndarray] = {}
+        self._noise_vars: Dict[str, nn.Variable] = {}
+        self._tau_var = nn.Variable.from_numpy_array(np.full(1, params.tau_max, np.float32))
+        self._arch_graph: Tuple[Hashable, Any] | None = None
+
+    def split_train(self, train: ArrayDataset, rng: np.random.Generator) -> Tuple[ArrayDataset, ArrayDataset]:
+        """Weights on one part of the train split, alphas on the other (stratified, stable)."""
+        arch_idx, weight_idx = split_indices(
+            train.labels[:, 0], self.params.arch_portion, int(rng.integers(2**31)), STREAM_VALID, what="arch_portion"
+        )
+        pick = lambda idx: ArrayDataset(train.images[idx], train.labels[idx], train.pad, train.flip)  # noqa: E731
+        return pick(weight_idx), pick(arch_idx)
+
+    def setup(self, supernet: BaseSupernet, context: StrategyContext) -> None:
+        """Full or gated mode, the alphas' Adam, and the iterator over the architecture split."""
+        if context.arch_data is None:
+            raise CheckpointError("the differentiable strategy needs the architecture split (split_train)")
+        self.context = context
+        self.rng = context.rng
+        self.epochs = max(1, context.epochs)
+        if self.params.algorithm == "darts":
+            supernet.set_mode("full")
+        else:
+            supernet.set_mode("gates", self._gate)
+            self._resample(supernet.decisions())
+        p = self.params.arch_optimizer
+        self.solver = S.Adam(p.lr, p.beta1, p.beta2)
+        self.alphas = supernet.arch_parameters()
+        self.solver.set_parameters(self.alphas)
+        self.arch_iter = train_iterator(context.arch_data, context.batch_size, self.rng, context.augment)
+        self.train_iter = train_iterator(context.train_data, context.batch_size, self.rng, context.augment)
+
+    # ----- Gumbel sampling -----------------------------------------------------------------------------
+    def _resample(self, decisions: Mapping[str, Decision]) -> None:
+        """Fresh Gumbel noise for every decision (drawn from the strategy's generator)."""
+        self.noise = {k: self.rng.gumbel(size=d.n_alpha).astype(np.float32) for k, d in decisions.items()}
+        for k, g in self.noise.items():
+            if k in self._noise_vars:
+                self._noise_vars[k].d = g
+        self._tau_var.d = self.tau
+
+    def _gate(self, decision: Decision) -> List[Tuple[int, Any]]:
+        """The gate hook: Gumbel-softmax weights over the candidates (hard: the sampled one, straight-through)."""
+        label = decision.label
+        if label not in self._noise_vars:
+            self._noise_vars[label] = nn.Variable.from_numpy_array(self.noise[label])
+        w = F.softmax((decision.ensure_alpha() + self._noise_vars[label]) / self._tau_var)
+        weights = split_weights(w)
+        if not self.params.hard:
+            return list(enumerate(weights))
+        k = int(np.argmax(decision.alpha.d + self.noise[label]))
+        wk = weights[k]
+        return [(k, wk + F.r_sub_scalar(wk.get_unlinked_variable(need_grad=False), 1.0))]  # value 1, gradient of wk
+
+    def graph_key(self, supernet: BaseSupernet) -> Hashable:
+        """Hard Gumbel computes only the sampled candidates: the graph changes with the sample."""
+        if self.params.algorithm == "gumbel" and self.params.hard:
+            return tuple(int(np.argmax(d.ensure_alpha().d + self.noise[k])) for k, d in supernet.decisions().items())
+        return supernet.graph_key()
+
+    def active_groups(self, supernet: BaseSupernet) -> List[str]:
+        """Every candidate the graph computes."""
+        if self.params.algorithm == "gumbel" and self.params.hard:
+            key = self.graph_key(supernet)
+            saved = [d.index for d in supernet.decisions().values()]
+            for d, k in zip(supernet.decisions().values(), key):
+                d.index, d.mode = k, "sample"
+            groups = supernet.active_groups()
+            for d, i in zip(supernet.decisions().values(), saved):
+                d.index, d.mode = i, "gates"
+            return groups
+        saved_modes = [d.mode for d in supernet.decisions().values()]
+        for d in supernet.decisions().values():
+            d.mode = "full"
+        groups = supernet.active_groups()
+        for d, m in zip(supernet.decisions().values(), saved_modes):
+            d.mode = m
+        return groups
+
+    # ----- the architecture step ---------------------------------------------------------------------
+    def before_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
+        """One architecture step on an architecture batch (after the warm-up), then fresh Gumbel noise."""
+        p = self.params
+        self.tau = p.tau_max * (p.tau_min / p.tau_max) ** (epoch / max(1, self.epochs - 1))
+        if p.algorithm == "gumbel":
+            self._resample(supernet.decisions())
+        if epoch < p.arch_warmup_epochs:
+            return
+        x, t, loss = self._graph(supernet)
+        x.d, t.d = self.arch_iter.next()
+        self.solver.zero_grad()
+        if p.order == 2 and p.algorithm == "darts":
+            self._second_order(supernet, x, t, loss)
+        else:
+            loss.forward(clear_no_need_grad=True)
+            loss.backward(clear_buffer=True)
+        self.solver.weight_decay(p.arch_optimizer.weight_decay)
+        self.solver.update()
+
+    def _graph(self, supernet: BaseSupernet) -> Tuple[nn.Variable, nn.Variable, nn.Variable]:
+        key = self.graph_key(supernet)
+        if self._arch_graph is None or self._arch_graph[0] != key:
+            supernet.training = True
+            x = nn.Variable((self.context.batch_size,) + self.context.arch_data.images.shape[1:])
+            t = nn.Variable((self.context.batch_size, 1))
+            loss = self.context.criterion(supernet(x), t, **self.context.criterion_context(supernet))
+            loss.persistent = True
+            self._arch_graph = (key, (x, t, loss))
+        return self._arch_graph[1]
+
+    def _second_order(self, supernet: BaseSupernet, x: nn.Variable, t: nn.Variable, loss: nn.Variable) -> None:
+        """DARTS's unrolled gradient: dL_val(w', a)/da - lr * (dL_train(w+, a)/da - dL_train(w-, a)/da) / 2eps."""
+        weights = list(supernet.weight_parameters().values())
+        alphas = list(self.alphas.values())
+        saved = [w.d.copy() for w in weights]
+        val = (x.d.copy(), t.d.copy())
+        train = self.train_iter.next()
+
+        def grads(batch, of):
+            x.d, t.d = batch
+            for v in weights + alphas:
+                v.grad.zero()
+            loss.forward(clear_no_need_grad=True)
+            loss.backward(clear_buffer=True)
+            return [v.g.copy() for v in of]
+
+        lr = self.params.unrolled_lr
+        for w, g in zip(weights, grads(train, weights)):  # w' = w - lr * dL_train/dw
+            w.d = w.d - lr * g
+        dw_all = grads(val, weights + alphas)
+        dw, da = dw_all[: len(weights)], dw_all[len(weights) :]
+        eps = 0.01 / max(np.sqrt(sum(float((g * g).sum()) for g in dw)), 1e-12)
+        for w, w0, g in zip(weights, saved, dw):
+            w.d = w0 + eps * g
+        plus = grads(train, alphas)
+        for w, w0, g in zip(weights, saved, dw):
+            w.d = w0 - eps * g
+        minus = grads(train, alphas)
+        for w, w0 in zip(weights, saved):
+            w.d = w0
+        for w in weights:
+            w.grad.zero()
+        for a, g, gp, gm in zip(alphas, da, plus, minus):
+            a.g = g - lr * (gp - gm) / (2 * eps)
+
+    # ----- resumable state ---------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Adam state of the alphas, the architecture iterator, the generator, the temperature."""
+        states = {
+            k: {"t": int(s.t), **{n: v.d.copy() for n, v in s.pstate.items()}}
+            for k, s in self.solver.get_states().items()
+        }
+        return {
+            "solver": states,
+            "iterator": self.arch_iter.state_dict(),
+            "train_iterator": self.train_iter.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "tau": self.tau,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict`` output."""
+        current = self.solver.get_states()
+        for k, s in current.items():
+            saved = state["solver"][k]
+            for n, v in s.pstate.items():
+                v.d = saved[n]
+            s.t = int(saved["t"])
+        self.solver.set_states(current)
+        self.arch_iter.load_state_dict(state["iterator"])
+        self.train_iter.load_state_dict(state["train_iterator"])
+        restore_rng(self.rng, state["rng"], "differentiable strategy")
+        self.tau = float(state["tau"])
