@@ -77,6 +77,8 @@ def from_dict(cls: Type[T], data: Any, path: str) -> T:
 
 def check_ranges(obj: Any, path: str) -> None:
     """Check every ``Range``-annotated field of dataclass ``obj`` (and nested ones), for objects built in code."""
+    if obj is None:  # a component without params
+        return
     hints = typing.get_type_hints(type(obj), include_extras=True)
     for f in dataclasses.fields(obj):
         convert(hints[f.name], to_plain(getattr(obj, f.name)), _join(path, f.name))

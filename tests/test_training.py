@@ -280,3 +280,19 @@ def test_schedule_warmup_then_cosine():
         steps_per_epoch=10,
     )
     assert [step.get_learning_rate(i) for i in (0, 29, 30, 60, 99)] == [1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_rebuilding_the_graph_every_step_keeps_nothing_in_nnablas_global_graph_builder(proxyless, tiny_params):
+    """Module calls are traced into a global ProtoGraphBuilder; training graphs are built untraced (no leak)."""
+    import nnabla.core.graph_def as graph_def
+
+    from search_space.spec import DataInfo
+
+    before = len(graph_def.proto_graph_builder.networks)
+    supernet = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
+    uniform = TRAINING_STRATEGIES.get("uniform")
+    loop = make_loop(supernet, synthetic(64), uniform(uniform.Params()), TrainConfig(epochs=1, batch_size=8))
+    for _ in range(5):
+        loop.train_step()
+    evaluate_network(supernet, synthetic(64).valid, 16)
+    assert loop._graph_key is not None and len(graph_def.proto_graph_builder.networks) == before

@@ -14,6 +14,7 @@ import nnabla.solvers as S
 import numpy as np
 
 from core.errors import CheckpointError
+from core.graph import untraced
 from core.registries import TRAINING_STRATEGIES
 from core.run_state import restore_rng
 from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, Probability
@@ -171,7 +172,8 @@ class Differentiable(BaseTrainingStrategy):
             supernet.training = True
             x = nn.Variable((self.context.batch_size,) + self.context.arch_data.images.shape[1:])
             t = nn.Variable((self.context.batch_size, 1))
-            loss = self.context.criterion(supernet(x), t, **self.context.criterion_context(supernet))
+            with untraced():
+                loss = self.context.criterion(supernet(x), t, **self.context.criterion_context(supernet))
             loss.persistent = True
             self._arch_graph = (key, (x, t, loss))
         return self._arch_graph[1]

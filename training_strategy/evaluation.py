@@ -6,6 +6,7 @@ import nnabla as nn
 import numpy as np
 from nnabla.core.module import Module
 
+from core.graph import untraced
 from dataset.base import ArrayDataset, eval_batches
 from search_space.layers import BatchNorm2d, batchnorm_modules
 
@@ -28,7 +29,8 @@ def evaluate_network(
             if n not in graphs:
                 x = nn.Variable(x_np.shape)
                 t = nn.Variable(y_np.shape)
-                logits = network(x)
+                with untraced():
+                    logits = network(x)
                 logits.persistent = True
                 loss = criterion(logits, t) if criterion is not None else None
                 graphs[n] = (x, t, logits, loss)
@@ -67,7 +69,8 @@ def recalibrate_bn(
             bn.decay_rate = 0.0  # running stats := this batch's stats
         network.training = True
         x = nn.Variable((batch_size,) + data.images.shape[1:])
-        y = network(x)
+        with untraced():
+            y = network(x)
         bns = _bns_in_graph(y, all_bns)
         sums = [[np.zeros(bn.channels), np.zeros(bn.channels)] for bn in bns]
         for _ in range(batches):

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from core.config import TrainConfig
 from core.errors import CheckpointError, TrainingDivergedError
+from core.graph import untraced
 from core.run_logging import Monitor
 from core.run_state import has_checkpoint, load_parameters, read_checkpoint, restore_rng, save_checkpoint
 from core.seed import spawn_rng
@@ -84,9 +85,10 @@ class TrainLoop:
         if self._graph is None or key != self._graph_key:
             x = nn.Variable((self.mini_batch,) + self.train_data.images.shape[1:])
             t = nn.Variable((self.mini_batch, 1))
-            logits = self.network(x)
+            with untraced():
+                logits = self.network(x)
+                loss = self.criterion(logits, t, **self.context.criterion_context(self.network))
             logits.persistent = True
-            loss = self.criterion(logits, t, **self.context.criterion_context(self.network))
             loss.persistent = True
             self._graph, self._graph_key = (x, t, logits, loss), key
         return self._graph
