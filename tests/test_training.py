@@ -288,10 +288,10 @@ def test_rebuilding_the_graph_every_step_keeps_nothing_in_nnablas_global_graph_b
 
     from search_space.spec import DataInfo
 
-    before = len(graph_def.proto_graph_builder.networks)
     supernet = proxyless.build_supernet(tiny_params, DataInfo(4, 1, 8))
     uniform = TRAINING_STRATEGIES.get("uniform")
     loop = make_loop(supernet, synthetic(64), uniform(uniform.Params()), TrainConfig(epochs=1, batch_size=8))
+    before = len(graph_def.proto_graph_builder.networks)
     for _ in range(5):
         loop.train_step()
     evaluate_network(supernet, synthetic(64).valid, 16)
