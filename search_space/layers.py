@@ -72,7 +72,7 @@ def _param(name: str, shape, init, need_grad: bool = True) -> nn.Variable:
 
 
 class Conv2d(Module):
-    """2-D convolution (grouped/depthwise via ``group``) with He-normal weights; bias optional."""
+    """2-D convolution (grouped/depthwise via ``group``, dilated via ``dilation``) with He-normal weights."""
 
     def __init__(
         self,
@@ -83,12 +83,17 @@ class Conv2d(Module):
         pad: int | None = None,
         group: int = 1,
         with_bias: bool = False,
+        dilation: int = 1,
     ):
         if in_channels % group or out_channels % group:
             raise ValueError(f"channels {in_channels}->{out_channels} not divisible by group {group}")
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel, self.stride, self.group, self.with_bias = kernel, stride, group, with_bias
-        self.pad = kernel // 2 if pad is None else pad
+        self.dilation = dilation
+        # "same" padding: a dilated kernel spans dilation * (kernel - 1) + 1 pixels
+        self.pad = dilation * (kernel // 2) if pad is None else pad
         self.w_shape = (out_channels, in_channels // group, kernel, kernel)
         fan_in = (in_channels // group) * kernel * kernel
         _param("W", self.w_shape, I.NormalInitializer(sigma=(2.0 / fan_in) ** 0.5))
@@ -98,23 +103,41 @@ class Conv2d(Module):
     def call(self, x):
         w = _param("W", self.w_shape, None)
         b = _param("b", (self.out_channels,), None) if self.with_bias else None
-        return F.convolution(x, w, b, pad=(self.pad,) * 2, stride=(self.stride,) * 2, group=self.group)
+        return F.convolution(
+            x, w, b, pad=(self.pad,) * 2, stride=(self.stride,) * 2, dilation=(self.dilation,) * 2, group=self.group
+        )
 
 
 class BatchNorm2d(Module):
-    """Batch normalisation over channels; batch statistics while ``training``, running ones otherwise."""
+    """Batch normalisation over channels; batch statistics while ``training``, running ones otherwise.
 
-    def __init__(self, channels: int, decay_rate: float = 0.9, eps: float = 1e-5, zero_gamma: bool = False):
-        self.channels, self.decay_rate, self.eps = channels, decay_rate, eps
+    ``affine=False`` (DARTS/ENAS search ops) keeps ``beta``/``gamma`` as constant 0/1 parameters with
+    ``need_grad=False``: nothing trains or counts them, while checkpoints and the ONNX converter (which
+    needs all five BatchNormalization inputs) still see the usual parameter set.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        decay_rate: float = 0.9,
+        eps: float = 1e-5,
+        zero_gamma: bool = False,
+        affine: bool = True,
+    ):
+        if zero_gamma and not affine:
+            raise ValueError("zero_gamma needs affine=True (a constant zero scale would zero the output)")
+        self.channels, self.decay_rate, self.eps, self.affine = channels, decay_rate, eps, affine
         shape = (1, channels, 1, 1)
-        _param("beta", shape, I.ConstantInitializer(0.0))
-        _param("gamma", shape, I.ConstantInitializer(0.0 if zero_gamma else 1.0))
+        _param("beta", shape, I.ConstantInitializer(0.0), need_grad=affine)
+        _param("gamma", shape, I.ConstantInitializer(0.0 if zero_gamma else 1.0), need_grad=affine)
         _param("mean", shape, I.ConstantInitializer(0.0), need_grad=False)
         _param("var", shape, I.ConstantInitializer(1.0), need_grad=False)
 
     def call(self, x):
         shape = (1, self.channels, 1, 1)
-        beta, gamma = _param("beta", shape, None), _param("gamma", shape, None)
+        # need_grad must be passed as created: get_parameter_or_create overwrites the stored flag otherwise
+        beta = _param("beta", shape, None, need_grad=self.affine)
+        gamma = _param("gamma", shape, None, need_grad=self.affine)
         mean = _param("mean", shape, None, need_grad=False)
         var = _param("var", shape, None, need_grad=False)
         return F.batch_normalization(
