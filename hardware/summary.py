@@ -6,6 +6,8 @@ import nnabla as nn
 from nnabla.core.module import Module
 
 from hardware.counter import count_module
+from search_space.freeform import observe_input_shapes
+from search_space.mutables import LayerChoice
 from search_space.spec import DataInfo, candidate_by_name, space_choices
 
 
@@ -38,6 +40,8 @@ def _blocks(
 
 def network_summary(space: Any, params: Any, data: DataInfo, arch: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """One JSON-ready row per block of the whole network of ``arch``, costs counted on each block's real input."""
+    if not space.macro:
+        return choice_summary(space, params, data, arch)
     shape: Tuple[int, ...] = (data.in_channels, data.input_size, data.input_size)
     rows: List[Dict[str, Any]] = []
     for stage, label, name, spec, module in _blocks(space, params, data, arch):
@@ -58,4 +62,37 @@ def network_summary(space: Any, params: Any, data: DataInfo, arch: Mapping[str, 
             }
         )
         shape = _output_shape(module, shape)
+    return rows
+
+
+def choice_summary(space: Any, params: Any, data: DataInfo, arch: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """Free-form spaces: one row for the fixed layers, one per LayerChoice with its chosen candidate."""
+    table = space.build_lookup_table(params, data)
+    arch = table.choices.validate(arch)
+    supernet = space.build_supernet(params, data)
+    supernet.set_active(arch)
+    shapes = observe_input_shapes(supernet, (data.in_channels, data.input_size, data.input_size))
+    fixed = {"stage": "first", "label": None, "name": "fixed layers", "in_channels": data.in_channels}
+    rows = [{**fixed, "out_channels": data.num_classes, "stride": 1, "input_size": data.input_size}]
+    rows[0].update({m: float(table.base[m]) for m in ("flops", "params")})
+    for site in supernet.mutables():
+        m = site.mutable
+        if not isinstance(m, LayerChoice) or not site.on_path():
+            continue
+        module, shape = m.candidates[m.decision.index], shapes[site.path][1:]
+        out = _output_shape(module, shape)
+        counts = count_module(module, shape)
+        rows.append(
+            {
+                "stage": "search",
+                "label": m.decision.label,
+                "name": str(m.decision.value),
+                "in_channels": int(shape[0]),
+                "out_channels": int(out[0]),
+                "stride": max(1, int(shape[-1]) // int(out[-1])) if len(out) == 3 and len(shape) == 3 else 1,
+                "input_size": int(shape[-1]) if len(shape) == 3 else None,
+                "flops": float(counts["flops"]),
+                "params": float(counts["params"]),
+            }
+        )
     return rows

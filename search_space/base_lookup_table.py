@@ -1,6 +1,5 @@
 """Hardware lookup table: per-metric cost of every (layer, candidate) plus the fixed base cost."""
 
-import abc
 import json
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Type
 
@@ -18,7 +17,7 @@ from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidat
 COUNTED_METRICS = ("flops", "params")
 
 
-class BaseLookUpTable(abc.ABC):
+class BaseLookUpTable:
     """``info_table[metric][label]`` = cost per candidate (layers x candidates); ``base[metric]`` fixed.
 
     ``predict(arch, metric)`` = base + sum of the chosen candidates' costs. A label shared by several
@@ -58,11 +57,11 @@ class BaseLookUpTable(abc.ABC):
             self.device = table.get("device", "unknown")
         self._matrix = {m: self._as_matrix(m) for m in self.metrics}
 
-    @abc.abstractmethod
     def construct_info_table(
         self, metrics: Sequence[str]
     ) -> "tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]":
-        """Return ``(info_table, base)`` for ``metrics``."""
+        """Return ``(info_table, base)`` for ``metrics`` (default: every candidate and the fixed stages, counted)."""
+        return self.count_search_stage(metrics), self.count_fixed_stages(metrics)
 
     def count_search_stage(self, metrics: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
         """Count every fitting candidate at every search layer, on its real input shape."""

@@ -1,6 +1,5 @@
 """The standalone network of one architecture: only the chosen blocks exist (what is retrained/exported)."""
 
-import abc
 from typing import Any, Mapping, Type
 
 from nnabla.core.module import Module
@@ -36,9 +35,9 @@ class BaseModel(ABCModule):
         self.search = self._construct_stage_layers(self.arch)
         self.last = ModuleList([b.build() for b in macro_cfg.last])
 
-    @abc.abstractmethod
     def _construct_stage_layers(self, arch: Arch) -> ModuleList:
-        """Build the search stage of ``arch`` (one module per searchable layer)."""
+        """Build the search stage of ``arch`` (default: the chosen block of every searchable layer, in order)."""
+        return ModuleList([self.build_layer(layer, arch) for layer in self.macro_cfg.search])
 
     def build_layer(self, layer: LayerSpec, arch: Arch) -> Module:
         """The module ``arch`` picks at ``layer``, built as the supernet's superlayer builds it."""

@@ -41,6 +41,8 @@ class Decision:
         self.mode = "sample"
         self.alpha: nn.Variable | None = None
         self.gate_hook: GateHook | None = None
+        #: full mode computes the top inputs only, with straight-through weights (a concat of k of n inputs)
+        self.straight_through = False
 
     @property
     def value(self) -> Any:
@@ -72,8 +74,8 @@ class Decision:
         """What the graph built for this decision depends on (rebuild when it changes)."""
         if self.mode == "sample":
             return self.index
-        if self.mode == "max":
-            return int(np.argmax(self.probabilities()))
+        if self.mode == "max" or (self.mode == "full" and self.straight_through):
+            return (self.mode, tuple(np.argsort(-self.probabilities(), kind="stable").tolist()))
         return self.mode
 
 
@@ -107,6 +109,7 @@ class LayerChoice(Mutable):
         super().__init__(label, Categorical(tuple(names)), len(names))
 
     def call(self, x):
+        self.__dict__["observed_shape"] = tuple(x.shape)  # what a lookup table counts the candidates on
         d = self.decision
         if d.mode == "sample":
             return self.candidates[d.index](x)
@@ -152,6 +155,7 @@ class InputChoice(Mutable):
         self.__dict__["n_candidates"], self.__dict__["n_chosen"] = n_candidates, n_chosen
         self.__dict__["reduction"] = reduction
         super().__init__(label, Subset(n_candidates, n_chosen), n_candidates)
+        self.decision.straight_through = reduction == "concat" and n_chosen != n_candidates
 
     def call(self, inputs):
         d = self.decision
@@ -159,18 +163,23 @@ class InputChoice(Mutable):
             raise ArchitectureError(f"InputChoice {d.label!r}: expected {self.n_candidates} inputs, got {len(inputs)}")
         if d.mode == "full":
             alpha = d.ensure_alpha()
-            if self.reduction == "concat" and self.n_chosen != self.n_candidates:
-                raise ArchitectureError(
-                    f"InputChoice {d.label!r}: full mode cannot mix a concat of {self.n_chosen} of "
-                    f"{self.n_candidates} inputs; use sample or max mode, or reduction sum/mean"
-                )
             w = F.sigmoid(alpha) if self.n_chosen is None else F.softmax(alpha) * float(self.n_chosen)
+            if d.straight_through:  # a concat of k of n keeps its width: the top inputs, weight 1, gradient of w
+                chosen = top_inputs(d, self.n_chosen)
+                ws = split_weights(w)
+                picked = [inputs[i] * F.reshape(straight_through(ws[i]), (1,) * inputs[i].ndim) for i in chosen]
+                return reduce_inputs(picked, self.reduction) if picked else None
             weighted = [x * F.reshape(wi, (1,) * x.ndim) for x, wi in zip(inputs, split_weights(w))]
             return reduce_inputs(weighted, self.reduction, divisor=self.n_chosen or self.n_candidates)
         chosen = self.decision.value if d.mode == "sample" else top_inputs(d, self.n_chosen)
         if not chosen:
             return None
         return reduce_inputs([inputs[i] for i in chosen], self.reduction, divisor=len(chosen))
+
+
+def straight_through(w: nn.Variable) -> nn.Variable:
+    """A Variable whose value is 1 and whose gradient is ``w``'s."""
+    return w + F.r_sub_scalar(w.get_unlinked_variable(need_grad=False), 1.0)
 
 
 def top_inputs(decision: Decision, k: int | None) -> Tuple[int, ...]:

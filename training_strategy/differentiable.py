@@ -20,7 +20,7 @@ from core.run_state import restore_rng
 from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, Probability
 from dataset.base import STREAM_VALID, ArrayDataset, split_indices, train_iterator
 from search_space.base_supernet import BaseSupernet
-from search_space.mutables import Decision, split_weights
+from search_space.mutables import Decision, split_weights, straight_through
 from training_strategy.base import BaseTrainingStrategy, StrategyContext
 
 
@@ -118,8 +118,7 @@ class Differentiable(BaseTrainingStrategy):
         if not self.params.hard:
             return list(enumerate(weights))
         k = int(np.argmax(decision.alpha.d + self.noise[label]))
-        wk = weights[k]
-        return [(k, wk + F.r_sub_scalar(wk.get_unlinked_variable(need_grad=False), 1.0))]  # value 1, gradient of wk
+        return [(k, straight_through(weights[k]))]
 
     def graph_key(self, supernet: BaseSupernet) -> Hashable:
         """Hard Gumbel computes only the sampled candidates: the graph changes with the sample."""
