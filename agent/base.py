@@ -7,13 +7,14 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from core.checkpoint import write_json
+from core.checkpoint import read_json, write_json
 from core.config import Config, TrainConfig
 from core.context import set_context
-from core.errors import ConfigError, DatasetError
+from core.errors import CheckpointError, ConfigError, DatasetError
 from core.export import export_model, verify_export
 from core.registries import CRITERIA, DATASETS, SEARCH_SPACES
 from core.run_logging import Monitor, get_logger
+from core.run_state import has_checkpoint, read_checkpoint
 from core.seed import make_rng, seed_nnabla, spawn_rng
 from core.visualize import plot_arch
 from dataset.base import ArrayDataset, DatasetSplits
@@ -85,8 +86,13 @@ class BaseAgent(abc.ABC):
             )
 
     def start(self, loop: TrainLoop) -> TrainLoop:
-        """Continue ``loop`` from its checkpoint when resuming a run that has one."""
+        """Continue ``loop`` from its checkpoint when resuming a run that has one (of the same architecture)."""
         if self.resume and loop.has_checkpoint(self.io.checkpoint_dir):
+            saved = read_checkpoint(self.io.checkpoint_dir, loop.tag).state.get("policy", {}).get("arch")
+            ours = getattr(loop.policy, "arch", None)
+            if ours is not None and saved != ours:  # the search found another architecture since (longer training)
+                self.logger.info("[%s] set aside the checkpoint of %s; training %s from scratch", loop.tag, saved, ours)
+                return loop
             loop.load_checkpoint(self.io.checkpoint_dir)
             self.logger.info("[%s] resumed after epoch %d", loop.tag, loop.epoch)
         return loop
@@ -116,6 +122,32 @@ class BaseAgent(abc.ABC):
         )
         return self.start(loop)
 
+    def check_retrain_checkpoint(self) -> None:
+        """On resume, refuse now (before anything runs) a retrain checkpoint that is damaged, past
+        ``retrain.epochs``, or missing although ``metrics.json`` records the retrain it would have left."""
+        directory = self.io.checkpoint_dir
+        if has_checkpoint(directory, RETRAIN):
+            ckpt = read_checkpoint(directory, RETRAIN)
+            missing = sorted(set(TrainLoop.STATE_KEYS) - set(ckpt.state))
+            if missing:
+                raise CheckpointError(f"{ckpt.record_path}: damaged checkpoint record (no state key {missing[0]!r})")
+            if ckpt.epoch > self.config.retrain.epochs:
+                raise ConfigError(
+                    f"retrain.epochs: {self.config.retrain.epochs} is below the {ckpt.epoch} epochs of the retrain "
+                    "checkpoint; a resume may add epochs, not remove them"
+                )
+            return
+        try:
+            finished = "test_accuracy" in read_json(self.path("metrics.json"))
+        except (OSError, ValueError, TypeError):  # no (readable) metrics: no retrain finished here
+            finished = False
+        if finished:
+            record = os.path.join(directory, f"{RETRAIN}_state.json")
+            raise CheckpointError(
+                f"{record}: missing, but metrics.json records a finished retrain; restore the checkpoint "
+                "(or delete metrics.json to retrain from scratch)"
+            )
+
     def child_rng(self) -> np.random.Generator:
         """An independent generator for one stage, reproducible from the run's seed."""
         return spawn_rng(self.rng)
@@ -142,7 +174,7 @@ class BaseAgent(abc.ABC):
         seed_nnabla(self.child_rng())  # fresh weights are the same whatever ran before (or was resumed)
         model = self.space.build_model(cfg.search_space, self.data.info, arch)
         train = ArrayDataset.concat(self.data.train, self.data.valid)
-        return self.make_loop(model, cfg.retrain, FixedNetwork(), train, RETRAIN)
+        return self.make_loop(model, cfg.retrain, FixedNetwork(arch), train, RETRAIN)
 
     def retrain_and_test(self, arch: Mapping[str, Any], loop: TrainLoop) -> Dict[str, Any]:
         """Train ``loop``'s standalone network, test it, export model.nnp/model.onnx and verify them."""

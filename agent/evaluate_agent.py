@@ -25,6 +25,8 @@ class EvaluateAgent(BaseAgent):
                 self.arch = self.space.choices(config.search_space, self.data.info).validate(arch)
             except ArchitectureError as err:
                 raise ArchitectureError(f"evaluate.arch_path {path}: {err}") from None
+        if resume:
+            self.check_retrain_checkpoint()
         self.loop = self.build_retrain(self.arch)
 
     def run(self) -> Dict[str, Any]:

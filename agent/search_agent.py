@@ -7,13 +7,13 @@ from typing import Any, Dict, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from agent.base import RETRAIN, BaseAgent
+from agent.base import BaseAgent
 from agent.search_journal import SearchJournal
 from core.checkpoint import write_json
 from core.config import Config
 from core.errors import ConfigError
 from core.registries import AGENTS, SEARCH_STRATEGIES, TRAINING_STRATEGIES
-from core.run_state import file_digest, has_checkpoint, read_checkpoint
+from core.run_state import file_digest
 from core.suggest import did_you_mean
 from core.visualize import plot_pareto, plot_search, search_curves
 from search_space.base_lookup_table import BaseLookUpTable
@@ -62,8 +62,7 @@ class SearchAgent(BaseAgent):
         if resume:  # damaged files of later stages are refused before anything runs
             if os.path.isfile(self.journal_path):
                 SearchJournal.read(self.journal_path)
-            if has_checkpoint(self.io.checkpoint_dir, RETRAIN):
-                read_checkpoint(self.io.checkpoint_dir, RETRAIN)
+            self.check_retrain_checkpoint()
 
     def metric_names(self) -> tuple:
         """The metrics ``evaluate(arch)`` reports: supernet accuracy plus every lookup-table cost."""

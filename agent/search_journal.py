@@ -36,12 +36,18 @@ class SearchJournal:
             raise CheckpointError(f"{path}: unreadable search journal ({type(err).__name__})") from None
         if not complete:
             return None, []
-        try:
-            records = [json.loads(line) for line in complete]
-            identity = records[0]["identity"]
-            entries = [{"arch": r["arch"], "metrics": r["metrics"]} for r in records[1:]]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise CheckpointError(f"{path}: damaged search journal ({type(err).__name__}: {err})") from None
+        identity: Dict[str, Any] | None = None
+        entries: List[Dict[str, Any]] = []
+        for number, line in enumerate(complete, 1):
+            try:
+                record = json.loads(line)
+                if number == 1:
+                    identity = record["identity"]
+                else:
+                    entries.append({"arch": record["arch"], "metrics": record["metrics"]})
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                reason = err.msg if isinstance(err, json.JSONDecodeError) else f"{type(err).__name__}: {err}"
+                raise CheckpointError(f"{path}: damaged search journal (line {number}: {reason})") from None
         return identity, entries
 
     def open(self, resume: bool) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Literal, Mapping, Sequence
 import yaml
 
 from core.checkpoint import atomic_path
-from core.errors import ConfigError
+from core.errors import ConfigError, UnknownComponentError
 from core.registries import AGENTS, COMPONENT_SECTIONS
 from core.typed import (
     NonNegativeFloat,
@@ -219,13 +219,21 @@ def build_config(raw: Dict[str, Any]) -> Config:
     """Type a raw config dict: fixed sections first, then each component's own params dataclass."""
     raw = dict(raw)
     agent = from_dict(AgentConfig, raw.pop("agent", None), "agent")
-    AGENTS.get(agent.main_agent)  # unknown main agent -> error listing valid names
+    _component(agent, "main_agent", AGENTS)  # unknown main agent -> error listing valid names
     sections: Dict[str, Any] = {}
     for section, (agent_key, registry) in COMPONENT_SECTIONS.items():
-        component = registry.get(getattr(agent, agent_key))
+        component = _component(agent, agent_key, registry)
         sections[section] = from_dict(component.Params, raw.pop(section, None), section)
     fixed = from_dict(_FixedPart, raw, "")
     return Config(agent=agent, **sections, **{f.name: getattr(fixed, f.name) for f in dataclasses.fields(fixed)})
+
+
+def _component(agent: AgentConfig, key: str, registry: Any) -> Any:
+    """The component ``agent.<key>`` names; an unknown name is an error naming that key."""
+    try:
+        return registry.get(getattr(agent, key))
+    except UnknownComponentError as err:
+        raise UnknownComponentError(f"agent.{key}: {err}") from None
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> Config:

@@ -106,12 +106,13 @@ def remove_temporary_files(directory: str) -> List[str]:
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint: its epoch, the path of its weights file and its restored state."""
+    """A verified checkpoint: its epoch, the path of its weights file, its restored state and its record's path."""
 
     tag: str
     epoch: int
     params_path: str
     state: Dict[str, Any]
+    record_path: str = ""
 
     def parameters(self) -> "OrderedDict[str, np.ndarray]":
         """The saved weights by name."""
@@ -151,7 +152,7 @@ def read_checkpoint(directory: str, tag: str) -> Checkpoint:
         state = _join_arrays(plain, arrays)
     except KeyError as err:
         raise CheckpointError(f"{paths['arrays']}: has no array {err}; the checkpoint is inconsistent") from None
-    return Checkpoint(tag, epoch, paths["params"], state)
+    return Checkpoint(tag, epoch, paths["params"], state, record_path)
 
 
 def _read_arrays(path: str) -> Dict[int, np.ndarray]:

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from core.registries import DATASETS
 from core.typed import OpenFraction, PositiveInt
@@ -29,6 +28,8 @@ class DigitsDataset(BaseDataset):
 
     def load(self) -> DatasetSplits:
         """The stratified, normalised splits at ``input_size``."""
+        from sklearn.datasets import load_digits  # scikit-learn takes a second to import: only when data is read
+
         raw = load_digits()
         images = np.asarray(raw.images, dtype=np.float32)[..., np.newaxis]
         labels = np.asarray(raw.target, dtype=np.int32)

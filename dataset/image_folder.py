@@ -90,6 +90,11 @@ class ImageFolderDataset(BaseDataset):
         classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
         if not classes:
             raise DatasetError(f"image folder {train_dir!r} has no class folders; expected {train_dir}/<class>/*.png")
+        if len(classes) < 2:
+            raise DatasetError(
+                f"image folder {train_dir!r} has one class folder ({classes[0]!r}); classification needs at least "
+                f"two: {train_dir}/<class>/*.png, one sub-folder per class"
+            )
         self.class_names = tuple(classes)
         trainval = self._read_split(train_dir, classes)
         if os.path.isdir(test_dir):

@@ -1,6 +1,7 @@
 """Training-strategy base: a policy consulted by the one loop before and after each step."""
 
 import abc
+import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from core.run_logging import Monitor
 from core.typed import check_ranges
 from dataset.base import ArrayDataset
 from search_space.base_supernet import BaseSupernet
+from search_space.choices import encode_arch
 from search_space.cost_model import AdditiveCost
 
 
@@ -99,10 +101,23 @@ class BaseTrainingStrategy(abc.ABC):
 
 
 class FixedNetwork(BaseTrainingStrategy):
-    """The policy of a standalone network (retraining): nothing to choose, one weight group."""
+    """The policy of a standalone network (retraining): nothing to choose, one weight group.
 
-    def __init__(self) -> None:
+    ``arch`` (JSON data) is kept in its state, so a checkpoint of another architecture is recognised.
+    """
+
+    def __init__(self, arch: Mapping[str, Any] | None = None) -> None:
         super().__init__(None)
+        self.arch = None if arch is None else json.loads(encode_arch(arch))
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The architecture being trained."""
+        return {} if self.arch is None else {"arch": self.arch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Refuse the state of another architecture."""
+        if dict(state).get("arch") != self.arch:
+            raise ValueError(f"it trains {dict(state).get('arch')}, not {self.arch}")
 
     def before_step(self, supernet: Module, epoch: int, step: int, rng: np.random.Generator) -> None:
         """Nothing to select."""

@@ -35,6 +35,19 @@ class RunIO:
 class TrainLoop:
     """Trains ``network`` with ``criterion``; ``policy`` decides per step which path/groups are active."""
 
+    #: the keys of ``state_dict()`` (what a checkpoint record must hold)
+    STATE_KEYS = (
+        "epoch",
+        "global_step",
+        "skipped_steps",
+        "history",
+        "rng",
+        "iterator",
+        "solver",
+        "policy",
+        "arch_parameters",
+    )
+
     def __init__(
         self,
         network: Module,
@@ -222,9 +235,9 @@ class TrainLoop:
         get = getattr(self.network, "arch_parameters", None)
         return get() if get is not None else {}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore ``state_dict`` output."""
-        what = f"{self.tag} checkpoint"
+    def load_state_dict(self, state: Mapping[str, Any], what: str | None = None) -> None:
+        """Restore ``state_dict`` output; a damaged state is a CheckpointError naming ``what`` (the record)."""
+        what = what or f"{self.tag} checkpoint"
         try:
             self.solver.load_state_dict(state["solver"])
             self.iterator.load_state_dict(state["iterator"])
@@ -258,8 +271,14 @@ class TrainLoop:
         """Resume from ``save_checkpoint`` output; a damaged or mismatched checkpoint is one CheckpointError."""
         ckpt = read_checkpoint(directory, self.tag)
         load_parameters(self.network.get_parameters(grad_only=False), ckpt.params_path, what=f"{self.tag} network")
-        self.load_state_dict(ckpt.state)
-        if self.epoch != ckpt.epoch or self.epoch > self.cfg.epochs:
+        self.load_state_dict(ckpt.state, what=ckpt.record_path)
+        if self.epoch != ckpt.epoch:
             raise CheckpointError(
-                f"{self.tag} checkpoint: epoch {self.epoch} does not fit {self.cfg.epochs} configured epochs"
+                f"{ckpt.record_path}: damaged checkpoint record (it names epoch {ckpt.epoch}, its state is of epoch "
+                f"{self.epoch})"
+            )
+        if self.epoch > self.cfg.epochs:
+            raise CheckpointError(
+                f"{ckpt.record_path}: the {self.tag} checkpoint of epoch {self.epoch} is past the {self.cfg.epochs} "
+                f"configured epochs; resume with at least {self.epoch} epochs"
             )
