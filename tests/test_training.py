@@ -296,3 +296,22 @@ def test_rebuilding_the_graph_every_step_keeps_nothing_in_nnablas_global_graph_b
         loop.train_step()
     evaluate_network(supernet, synthetic(64).valid, 16)
     assert loop._graph_key is not None and len(graph_def.proto_graph_builder.networks) == before
+
+
+def test_retrain_checkpoint_of_another_architecture_is_set_aside(tmp_path):
+    """A resumed run whose search found a different architecture retrains it from scratch."""
+    from types import SimpleNamespace
+
+    from agent.base import BaseAgent
+
+    data = synthetic(64)
+    cfg = TrainConfig(epochs=1, batch_size=16)
+    first = make_loop(linear_net(), data, FixedNetwork({"op": "a"}), cfg)
+    first.run()
+    first.save_checkpoint(str(tmp_path))
+    with pytest.raises(CheckpointError, match="it trains {'op': 'a'}, not {'op': 'b'}"):
+        make_loop(linear_net(), data, FixedNetwork({"op": "b"}), cfg).load_checkpoint(str(tmp_path))
+    agent = SimpleNamespace(resume=True, io=SimpleNamespace(checkpoint_dir=str(tmp_path)), logger=logging.getLogger("t"))
+    other = BaseAgent.start(agent, make_loop(linear_net(), data, FixedNetwork({"op": "b"}), cfg))
+    same = BaseAgent.start(agent, make_loop(linear_net(), data, FixedNetwork({"op": "a"}), cfg))
+    assert other.epoch == 0 and same.epoch == 1
