@@ -311,7 +311,8 @@ def test_retrain_checkpoint_of_another_architecture_is_set_aside(tmp_path):
     first.save_checkpoint(str(tmp_path))
     with pytest.raises(CheckpointError, match="it trains {'op': 'a'}, not {'op': 'b'}"):
         make_loop(linear_net(), data, FixedNetwork({"op": "b"}), cfg).load_checkpoint(str(tmp_path))
-    agent = SimpleNamespace(resume=True, io=SimpleNamespace(checkpoint_dir=str(tmp_path)), logger=logging.getLogger("t"))
+    io = SimpleNamespace(checkpoint_dir=str(tmp_path))
+    agent = SimpleNamespace(resume=True, io=io, logger=logging.getLogger("t"))
     other = BaseAgent.start(agent, make_loop(linear_net(), data, FixedNetwork({"op": "b"}), cfg))
     same = BaseAgent.start(agent, make_loop(linear_net(), data, FixedNetwork({"op": "a"}), cfg))
     assert other.epoch == 0 and same.epoch == 1
