@@ -15,10 +15,10 @@ import nnabla as nn
 import numpy as np
 from nnabla.core.module import Module
 
-from core.checkpoint import write_json
 from core.errors import ArchitectureError, ConfigError
 from core.graph import untraced
 from hardware.counter import count_module
+from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
 from search_space.cost_model import AdditiveCost
 from search_space.layers import ModuleList
@@ -120,19 +120,9 @@ class ObservedLookUpTable:
             raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")
         return self.models[metric]
 
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready table."""
-        return {
-            "device": self.device,
-            "metrics": list(self.metrics),
-            "base": self.base,
-            "info_table": self.info_table,
-            "choices": self.choices.to_dict(),
-        }
-
-    def save(self, path: str) -> None:
-        """Write the table as JSON (atomically)."""
-        write_json(path, self.to_dict())
+    # the same JSON form as a macro space's table (device, metrics, base, info_table, choices)
+    to_dict = BaseLookUpTable.to_dict
+    save = BaseLookUpTable.save
 
 
 def observe_input_shapes(network: Searchable, input_shape: Sequence[int]) -> Dict[str, tuple]:
