@@ -1,11 +1,12 @@
 """Plain-data descriptions of a space's structure: macro_cfg (stages) and micro_cfg (candidates)."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from nnabla.core.module import Module
 
 from search_space.blocks.builder import block_allows, build_block
+from search_space.blocks.mobile import make_divisible
 from search_space.choices import SearchSpaceChoices
 
 
@@ -92,6 +93,66 @@ def candidate_by_name(micro_cfg: MicroConfig) -> Dict[str, CandidateSpec]:
 def reduce_stride(requested: int, size: int, min_size: int) -> int:
     """``requested`` if the feature map stays at least ``min_size`` after it, else 1 (small inputs work)."""
     return requested if requested > 1 and size // requested >= min_size else 1
+
+
+def width_scaler(width_mult: float) -> Callable[[int], int]:
+    """``channels -> make_divisible(channels * width_mult)``: the MobileNet rule for scaled widths."""
+
+    def scale(channels: int) -> int:
+        return make_divisible(channels * width_mult)
+
+    return scale
+
+
+def stage_layers(
+    stages: Sequence[Tuple[int, int, int]],
+    in_channels: int,
+    size: int,
+    min_size: int,
+    width: Callable[[int], int] = lambda c: c,
+) -> Tuple[Tuple[LayerSpec, ...], int, int]:
+    """The searchable layers ``layer_0, layer_1, ...`` of ``(channels, layers, stride)`` stages.
+
+    Each stage's stride is on its first layer and is dropped (``reduce_stride``) where the feature map of
+    side ``size`` would fall below ``min_size``; channels go through ``width``. Returns
+    ``(layers, out_channels, out_size)``.
+    """
+    search: List[LayerSpec] = []
+    for channels, layers, stride in stages:
+        out_channels = width(channels)
+        for i in range(layers):
+            s = reduce_stride(stride, size, min_size) if i == 0 else 1
+            size //= s
+            search.append(LayerSpec(f"layer_{len(search)}", in_channels, out_channels, s))
+            in_channels = out_channels
+    return tuple(search), in_channels, size
+
+
+def mobile_stem(
+    in_channels: int, channels: int, mb_channels: int | None, stride: int, activation: str, bn_decay: float
+) -> Tuple[BlockSpec, ...]:
+    """MobileNetV2-style first stage: 3x3 conv-BN-act (``stride``), then a fixed MB e1 k3 block to
+    ``mb_channels`` (none if ``mb_channels`` is None)."""
+    conv = BlockSpec(
+        "conv_bn_act", in_channels, channels, stride, {"kernel": 3, "activation": activation, "bn_decay": bn_decay}
+    )
+    if mb_channels is None:
+        return (conv,)
+    mb_kwargs = {"expansion": 1, "kernel": 3, "activation": activation, "bn_decay": bn_decay}
+    return conv, BlockSpec("mobile", channels, mb_channels, 1, mb_kwargs)
+
+
+def classifier_head(
+    in_channels: int, last_channels: int, num_classes: int, activation: str, bn_decay: float, dropout: float = 0.0
+) -> Tuple[BlockSpec, ...]:
+    """Last stage: 1x1 conv-BN-act to ``last_channels``, global average pooling, linear classifier."""
+    return (
+        BlockSpec(
+            "conv_bn_act", in_channels, last_channels, 1, {"kernel": 1, "activation": activation, "bn_decay": bn_decay}
+        ),
+        BlockSpec("gap", last_channels, last_channels),
+        BlockSpec("linear", last_channels, num_classes, 1, {"dropout": dropout}),
+    )
 
 
 def spatial_sizes(macro_cfg: MacroConfig, input_size: int) -> Tuple[List[int], List[int], List[int]]:

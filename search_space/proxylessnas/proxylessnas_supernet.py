@@ -5,15 +5,16 @@ from typing import Annotated, Tuple
 
 from core.typed import PositiveFloat, PositiveInt, Probability, Range
 from search_space.base_supernet import BaseSupernet
-from search_space.blocks.mobile import make_divisible
 from search_space.spec import (
-    BlockSpec,
     CandidateSpec,
     DataInfo,
-    LayerSpec,
     MacroConfig,
     MicroConfig,
+    classifier_head,
+    mobile_stem,
     reduce_stride,
+    stage_layers,
+    width_scaler,
 )
 
 
@@ -54,34 +55,15 @@ class ProxylessNASSupernet(BaseSupernet):
     @staticmethod
     def get_model_cfg(params: ProxylessNASParams, data: DataInfo) -> Tuple[MacroConfig, MicroConfig]:
         """Stages scaled by ``width_mult``; strides dropped where the input is too small for them."""
-
-        def ch(c: int) -> int:
-            return make_divisible(c * params.width_mult)
-
+        ch = width_scaler(params.width_mult)
         act, bn = params.activation, params.bn_decay
-        size = data.input_size
-        s0 = reduce_stride(params.first_stride, size, params.min_feature_size)
-        size //= s0
+        s0 = reduce_stride(params.first_stride, data.input_size, params.min_feature_size)
         c0, c1 = ch(params.first_channels), ch(params.first_mb_channels)
-        first = (
-            BlockSpec("conv_bn_act", data.in_channels, c0, s0, {"kernel": 3, "activation": act, "bn_decay": bn}),
-            BlockSpec("mobile", c0, c1, 1, {"expansion": 1, "kernel": 3, "activation": act, "bn_decay": bn}),
-        )
-        search = []
-        in_ch = c1
-        for channels, layers, stride in params.stages:
-            out_ch = ch(channels)
-            for i in range(layers):
-                s = reduce_stride(stride, size, params.min_feature_size) if i == 0 else 1
-                size //= s
-                search.append(LayerSpec(f"layer_{len(search)}", in_ch, out_ch, s))
-                in_ch = out_ch
+        first = mobile_stem(data.in_channels, c0, c1, s0, act, bn)
+        search, in_ch, _ = stage_layers(params.stages, c1, data.input_size // s0, params.min_feature_size, ch)
+        # MobileNetV2's rule: the last conv is widened with the network but never narrowed
         last_ch = ch(params.last_channels) if params.width_mult > 1.0 else params.last_channels
-        last = (
-            BlockSpec("conv_bn_act", in_ch, last_ch, 1, {"kernel": 1, "activation": act, "bn_decay": bn}),
-            BlockSpec("gap", last_ch, last_ch),
-            BlockSpec("linear", last_ch, data.num_classes, 1, {"dropout": params.dropout}),
-        )
+        last = classifier_head(in_ch, last_ch, data.num_classes, act, bn, params.dropout)
         micro = [
             CandidateSpec(
                 f"MB{e}_K{k}",
@@ -93,4 +75,4 @@ class ProxylessNASSupernet(BaseSupernet):
         ]
         if params.skip:
             micro.append(CandidateSpec("skip", "skip"))
-        return MacroConfig(first, tuple(search), last), tuple(micro)
+        return MacroConfig(first, search, last), tuple(micro)
