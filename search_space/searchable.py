@@ -35,9 +35,10 @@ class Site:
     mutable: Mutable
     inside: Tuple[Tuple[LayerChoice, int], ...]
 
-    def on_path(self) -> bool:
-        """Whether every enclosing LayerChoice has chosen the candidate holding this mutable."""
-        return all(outer.decision.index == i for outer, i in self.inside)
+    def on_path(self, indices: Mapping[str, int] | None = None) -> bool:
+        """Whether every enclosing LayerChoice chose (or, per ``indices``, would choose) the candidate holding it."""
+        indices = indices or {}
+        return all(indices.get(outer.decision.label, outer.decision.index) == i for outer, i in self.inside)
 
 
 def _sites(root: Any) -> List[Site]:
@@ -131,19 +132,29 @@ class Searchable:
             out.update(g)
         return out
 
-    def active_groups(self) -> List[str]:
-        """The weight groups the current mode computes (sample / max: the chosen path; full: everything)."""
+    def active_groups(self, mode: str | None = None, indices: Mapping[str, int] | None = None) -> List[str]:
+        """The weight groups a step computes: the chosen path (sample / max) or every candidate (full).
+
+        ``mode`` and ``indices`` (label -> candidate index) override the decisions' own, for strategies whose
+        gates pick the candidates (e.g. one Gumbel sample per step).
+        """
         names = [SHARED_GROUP]
+        indices = indices or {}
         for site in self.mutables():
             m = site.mutable
-            if not isinstance(m, LayerChoice) or not site.on_path():
+            if not isinstance(m, LayerChoice) or not site.on_path(indices):
                 continue
             d = m.decision
-            if d.mode == "full":
+            if (mode or d.mode) == "full":
                 names.extend(self.group_name(site.path, c) for c in range(len(m.candidate_names)))
+                continue
+            if d.label in indices:
+                index = indices[d.label]
+            elif (mode or d.mode) == "max":
+                index = d.choice.values.index(derived_arch({d.label: d})[d.label])
             else:
-                index = d.index if d.mode != "max" else d.choice.values.index(derived_arch({d.label: d})[d.label])
-                names.append(self.group_name(site.path, index))
+                index = d.index
+            names.append(self.group_name(site.path, index))
         return names
 
     @staticmethod

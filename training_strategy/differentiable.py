@@ -129,21 +129,9 @@ class Differentiable(BaseTrainingStrategy):
     def active_groups(self, supernet: BaseSupernet) -> List[str]:
         """Every candidate the graph computes."""
         if self.params.algorithm == "gumbel" and self.params.hard:
-            key = self.graph_key(supernet)
-            saved = [d.index for d in supernet.decisions().values()]
-            for d, k in zip(supernet.decisions().values(), key):
-                d.index, d.mode = k, "sample"
-            groups = supernet.active_groups()
-            for d, i in zip(supernet.decisions().values(), saved):
-                d.index, d.mode = i, "gates"
-            return groups
-        saved_modes = [d.mode for d in supernet.decisions().values()]
-        for d in supernet.decisions().values():
-            d.mode = "full"
-        groups = supernet.active_groups()
-        for d, m in zip(supernet.decisions().values(), saved_modes):
-            d.mode = m
-        return groups
+            sampled = dict(zip(supernet.decisions(), self.graph_key(supernet)))
+            return supernet.active_groups(mode="sample", indices=sampled)
+        return supernet.active_groups(mode="full")
 
     # ----- the architecture step ---------------------------------------------------------------------
     def before_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
