@@ -182,6 +182,7 @@ class SearchAgent(BaseAgent):
         hints = {}
         if self.policy.learns_arch_parameters:
             hints["probabilities"] = {k: d.probabilities().tolist() for k, d in supernet.decisions().items()}
+            hints["exclude"] = zero_candidates(supernet)  # a derived network never picks "no operation"
             self.logger.info("learned architecture %s", supernet.derived_arch())
         supernet.set_mode("sample")  # candidates are scored alone, whatever the training computed
         journal = SearchJournal(self.journal_path, self._journal_identity())
@@ -227,3 +228,17 @@ class SearchAgent(BaseAgent):
             "search_strategy": [cfg["agent"]["search_strategy_agent"], cfg["search_strategy"]],
             "hardware": cfg["hardware"],
         }
+
+
+def zero_candidates(supernet: Any) -> Dict[str, list]:
+    """``{label: [values]}`` of the candidates that compute nothing (the Zero op, ``is_zero``)."""
+    out: Dict[str, list] = {}
+    for site in supernet.mutables():
+        names = getattr(site.mutable, "candidate_names", None)
+        if names is None:
+            continue
+        zeros = {v for v, m in zip(names, site.mutable.candidates) if getattr(m, "is_zero", False)}
+        if zeros:  # positions sharing a label share their candidates
+            label = site.mutable.decision.label
+            out[label] = sorted(zeros | set(out.get(label, [])))
+    return out

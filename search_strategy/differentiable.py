@@ -21,14 +21,16 @@ class DifferentiableSearchParams(SearchParams):
     repair_samples: PositiveInt = 256
 
 
-def most_probable(choice: Categorical, probs: Sequence[float]) -> Any:
-    """Argmax value of a choice; for a Subset the top-k inputs (any-of-n: those with p > 0.5)."""
+def most_probable(choice: Categorical, probs: Sequence[float], exclude: Sequence[Any] = ()) -> Any:
+    """Argmax value of a choice, ignoring ``exclude`` (DARTS: the Zero op) unless nothing else is left;
+    for a Subset the top-k inputs (any-of-n: those with p > 0.5)."""
     p = np.asarray(probs, dtype=np.float64)
     if isinstance(choice, Subset):
         if choice.k is None:
             return tuple(int(i) for i in np.flatnonzero(p > 0.5))
         return tuple(sorted(int(i) for i in np.argsort(-p, kind="stable")[: choice.k]))
-    return choice.values[int(np.argmax(p))]
+    allowed = [i for i, v in enumerate(choice.values) if v not in exclude] or list(range(len(choice)))
+    return choice.values[max(allowed, key=lambda i: p[i])]
 
 
 def log_probability(choices: SearchSpaceChoices, probs: Mapping[str, Sequence[float]], arch: Arch) -> float:
@@ -72,7 +74,8 @@ class DifferentiableSearch(BaseSearchStrategy):
                 "train with training_strategy_agent: differentiable"
             )
         tracker = self.tracker(evaluate, budget, progress)
-        arch = {label: most_probable(choice, probs[label]) for label, choice in choices.items()}
+        exclude = (hints or {}).get("exclude", {})
+        arch = {label: most_probable(choice, probs[label], exclude.get(label, ())) for label, choice in choices.items()}
         if not budget.within(arch):
             arch = self.repair(choices, probs, arch, budget, rng, tracker)
         tracker.evaluate(arch)

@@ -122,3 +122,33 @@ def test_differentiable_search_derives_and_repairs_into_budget():
     assert result.best_arch == {"l0": "c", "l1": "c", "l2": "a", "l3": "c"}
     with pytest.raises(Exception, match="differentiable needs the learned architecture probabilities"):
         search.search(choices, evaluate, budget, np.random.default_rng(0))
+
+
+def test_derivation_skips_the_zero_op_and_full_mode_does_not_compute_it():
+    from agent.search_agent import zero_candidates
+    from search_space.blocks.builder import build_block
+    from search_space.layers import ABCModule
+    from search_space.mutables import LayerChoice
+    from search_space.searchable import Searchable
+
+    class Edge(Searchable, ABCModule):
+        def __init__(self):
+            ops = ["zero", "sep_conv_3x3", "max_pool_3x3"]
+            self.edge = LayerChoice({op: build_block(op, 4, 4) for op in ops}, label="edge")
+
+        def call(self, x):
+            return self.edge(x)
+
+    net = Edge()
+    assert zero_candidates(net) == {"edge": ["zero"]}
+    net.set_mode("full")
+    y = net(nn.Variable((1, 4, 6, 6)))
+    kinds = []
+    y.visit(lambda f: kinds.append(f.info.type_name))
+    assert "MaxPoolingBackward" not in kinds and kinds.count("Mul2") == 2  # two weighted candidates, no zero branch
+    probs = {"edge": [0.6, 0.3, 0.1]}  # Zero is the most probable op: the next one is derived
+    result = DifferentiableSearch(DifferentiableSearchParams()).search(
+        net.choices(), lambda a: {"accuracy": 1.0}, Budget.unconstrained(), np.random.default_rng(0),
+        hints={"probabilities": probs, "exclude": zero_candidates(net)},
+    )  # fmt: skip
+    assert result.best_arch == {"edge": "sep_conv_3x3"}

@@ -175,6 +175,9 @@ class Zero(Module):
     off the exported graph when a whole layer is ``zero``.
     """
 
+    #: a LayerChoice in full mode skips it (its weighted output is zero) and derivation never picks it
+    is_zero = True
+
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         self.out_channels, self.stride = out_channels, stride
 
