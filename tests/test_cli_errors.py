@@ -75,6 +75,11 @@ def run_main(*args):
     return finish(start(*args))
 
 
+def run_config(config, out, *extra):
+    """``main.py -c config`` as a quiet run titled TITLE in ``out``, plus ``extra`` arguments."""
+    return run_main("-c", str(config), "--title", TITLE, "--output-dir", str(out), "--quiet", *extra)
+
+
 def set_dotted(raw, override):
     """Set ``a.b=value`` in a nested dict the way a user would write it in YAML."""
     key, value = override.split("=", 1)
@@ -120,7 +125,7 @@ def test_bad_value_on_the_command_line_and_in_yaml(tmp_path, overrides, key):
 
 def test_missing_config_file(tmp_path):
     out = tmp_path / "runs"
-    res = run_main("-c", "missing.yml", "--title", TITLE, "--output-dir", str(out), "--quiet")
+    res = run_config("missing.yml", out)
     assert_refused(res, out, "config file 'missing.yml'")
 
 
@@ -128,7 +133,7 @@ def test_malformed_yaml(tmp_path):
     out = tmp_path / "runs"
     path = tmp_path / "broken.yml"
     path.write_text("seed: 0\ntrain:\n  epochs: [1, 2\n  batch_size: 32\n")
-    res = run_main("-c", str(path), "--title", TITLE, "--output-dir", str(out), "--quiet")
+    res = run_config(path, out)
     assert_refused(res, out, f"{path} line")
 
 
@@ -136,7 +141,7 @@ def test_yaml_top_level_not_a_mapping(tmp_path):
     out = tmp_path / "runs"
     path = tmp_path / "list.yml"
     path.write_text("- seed: 0\n")
-    res = run_main("-c", str(path), "--title", TITLE, "--output-dir", str(out), "--quiet")
+    res = run_config(path, out)
     assert_refused(res, out, f"{path}: top level must be a mapping")
 
 
@@ -151,7 +156,7 @@ def test_yaml_top_level_not_a_mapping(tmp_path):
 )
 def test_malformed_override(tmp_path, override, message):
     out = tmp_path / "runs"
-    res = run_main("-c", DEMO, "--title", TITLE, "--output-dir", str(out), "--quiet", override)
+    res = run_config(DEMO, out, override)
     assert_refused(res, out, message)
 
 
@@ -162,27 +167,14 @@ def test_single_class_image_folder(tmp_path):
     for i in range(12):
         Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "train" / "cat" / f"{i}.png")
     out = tmp_path / "runs"
-    res = run_main(
-        "-c",
-        DEMO,
-        "--title",
-        TITLE,
-        "--output-dir",
-        str(out),
-        "--quiet",
-        *SMALL,
-        "agent.dataset_agent=image_folder",
-        f"dataset.root={root}",
-    )
+    res = run_config(DEMO, out, *SMALL, "agent.dataset_agent=image_folder", f"dataset.root={root}")
     assert_refused(res, out, f"image folder '{root / 'train'}' has one class folder ('cat')")
     assert "at least two" in res.stderr
 
 
 def test_evaluate_without_arch_path(tmp_path):
     out = tmp_path / "runs"
-    res = run_main(
-        "-c", DEMO, "--title", TITLE, "--output-dir", str(out), "--quiet", *SMALL, "agent.main_agent=evaluate"
-    )
+    res = run_config(DEMO, out, *SMALL, "agent.main_agent=evaluate")
     assert_refused(res, out, "evaluate.arch_path")
 
 
@@ -192,18 +184,7 @@ def test_evaluate_arch_with_unknown_label(tmp_path):
     path = tmp_path / "searched_arch.json"
     path.write_text(json.dumps({"arch": arch}))
     out = tmp_path / "runs"
-    res = run_main(
-        "-c",
-        DEMO,
-        "--title",
-        TITLE,
-        "--output-dir",
-        str(out),
-        "--quiet",
-        *SMALL,
-        "agent.main_agent=evaluate",
-        f"evaluate.arch_path={path}",
-    )
+    res = run_config(DEMO, out, *SMALL, "agent.main_agent=evaluate", f"evaluate.arch_path={path}")
     assert_refused(res, out, f"evaluate.arch_path {path}")
     assert "'layer_9'" in res.stderr
 
