@@ -11,6 +11,7 @@ import nnabla as nn
 import numpy as np
 from nnabla.core.module import Module
 
+from core.graph import untraced
 from core.run_logging import Monitor
 from core.typed import check_ranges
 from dataset.base import ArrayDataset
@@ -38,6 +39,17 @@ class StrategyContext:
     cost_model: AdditiveCost | None = None
     target: float | None = None
     extras: Dict[str, Any] = field(default_factory=dict)
+
+    def loss_graph(self, network: Any, batch_size: int, sample_shape: Tuple[int, ...]) -> Tuple[nn.Variable, ...]:
+        """``(x, t, logits, loss)`` of one batch through ``network`` (built untraced; logits and loss persist)."""
+        x = nn.Variable((batch_size,) + tuple(sample_shape))
+        t = nn.Variable((batch_size, 1))
+        with untraced():
+            logits = network(x)
+            loss = self.criterion(logits, t, **self.criterion_context(network))
+        logits.persistent = True
+        loss.persistent = True
+        return x, t, logits, loss
 
     def criterion_context(self, network: Any) -> Dict[str, Any]:
         """The keyword context a criterion gets: the supernet (if searchable), the cost model, the target."""

@@ -14,7 +14,6 @@ import nnabla.solvers as S
 import numpy as np
 
 from core.errors import CheckpointError
-from core.graph import untraced
 from core.registries import TRAINING_STRATEGIES
 from core.run_state import restore_rng
 from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, Probability
@@ -157,11 +156,9 @@ class Differentiable(BaseTrainingStrategy):
         key = self.graph_key(supernet)
         if self._arch_graph is None or self._arch_graph[0] != key:
             supernet.training = True
-            x = nn.Variable((self.context.batch_size,) + self.context.arch_data.images.shape[1:])
-            t = nn.Variable((self.context.batch_size, 1))
-            with untraced():
-                loss = self.context.criterion(supernet(x), t, **self.context.criterion_context(supernet))
-            loss.persistent = True
+            x, t, _, loss = self.context.loss_graph(
+                supernet, self.context.batch_size, self.context.arch_data.images.shape[1:]
+            )
             self._arch_graph = (key, (x, t, loss))
         return self._arch_graph[1]
 

@@ -12,7 +12,6 @@ from tqdm import tqdm
 
 from core.config import TrainConfig
 from core.errors import CheckpointError, TrainingDivergedError
-from core.graph import untraced
 from core.run_logging import Monitor
 from core.run_state import has_checkpoint, load_parameters, read_checkpoint, restore_rng, save_checkpoint
 from core.seed import spawn_rng
@@ -96,14 +95,8 @@ class TrainLoop:
     def _build_graph(self) -> tuple:
         key = self.policy.graph_key(self.network)
         if self._graph is None or key != self._graph_key:
-            x = nn.Variable((self.mini_batch,) + self.train_data.images.shape[1:])
-            t = nn.Variable((self.mini_batch, 1))
-            with untraced():
-                logits = self.network(x)
-                loss = self.criterion(logits, t, **self.context.criterion_context(self.network))
-            logits.persistent = True
-            loss.persistent = True
-            self._graph, self._graph_key = (x, t, logits, loss), key
+            self._graph = self.context.loss_graph(self.network, self.mini_batch, self.train_data.images.shape[1:])
+            self._graph_key = key
         return self._graph
 
     def train_step(self) -> Dict[str, float]:
