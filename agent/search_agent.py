@@ -19,6 +19,7 @@ from core.visualize import plot_pareto, plot_search, search_curves
 from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
 from search_strategy.base import Budget, SearchResult
+from search_strategy.differentiable import derive_arch
 from training_strategy.evaluation import evaluate_network, recalibrate_bn
 
 SUPERNET = "supernet"
@@ -38,6 +39,8 @@ class SearchAgent(BaseAgent):
             "search space %s: %d decisions, %.3g architectures", self.space.name, len(choices), choices.size()
         )
         self.lut = self.space.build_lookup_table(cfg.search_space, info)
+        if getattr(self.lut, "path_gates", None):  # cell edges a node does not take are not trained in a step
+            self.supernet.set_gates(self.lut.path_gates)
         self.budget = self._budget(self.lut)
         self.strategy = SEARCH_STRATEGIES.get(cfg.agent.search_strategy_agent)(cfg.search_strategy)
         self._check_objective()
@@ -54,7 +57,7 @@ class SearchAgent(BaseAgent):
             self.check_batch("train", cfg.train, len(arch_data), "architecture part of the train")
         extras = {
             "arch_data": arch_data,
-            "cost_model": self.lut.additive_cost(cfg.hardware.info_metric),
+            "cost_model": self.lut.cost_model(cfg.hardware.info_metric),
             "target": cfg.hardware.target_hc,
         }
         self.loop = self.make_loop(self.supernet, cfg.train, self.policy, weight_data, SUPERNET, extras)
@@ -80,14 +83,14 @@ class SearchAgent(BaseAgent):
         hw = self.config.hardware
         if hw.target_hc is None:
             return Budget.unconstrained()
-        additive = lut.additive_cost(hw.info_metric)
-        cheapest = additive.min_cost()
+        model = lut.cost_model(hw.info_metric)
+        cheapest = model.min_cost()
         if cheapest > hw.target_hc:
             raise ConfigError(
                 f"hardware.target_hc: {hw.target_hc:g} is below the cheapest architecture's "
                 f"{hw.info_metric} ({cheapest:.0f}); raise it or shrink the space"
             )
-        return Budget(hw.info_metric, hw.target_hc, additive=additive)
+        return Budget(hw.info_metric, hw.target_hc, additive=model)
 
     def run(self) -> Dict[str, Any]:
         cfg = self.config
@@ -179,11 +182,14 @@ class SearchAgent(BaseAgent):
             m = evaluate_network(supernet, self.data.valid, cfg.eval_batch_size, cfg.valid_batches)
             return {**m, **{k: lut.predict(arch, k) for k in lut.metrics}}
 
-        hints = {}
+        hints: Dict[str, Any] = {}
+        learned = None
         if self.policy.learns_arch_parameters:
             hints["probabilities"] = {k: d.probabilities().tolist() for k, d in supernet.decisions().items()}
             hints["exclude"] = zero_candidates(supernet)  # a derived network never picks "no operation"
-            self.logger.info("learned architecture %s", supernet.derived_arch())
+            hints["gates"] = getattr(lut, "gates", {})  # cell edges: inputs ranked with their operation's weight
+            learned = derive_arch(supernet.choices(), **hints)
+            self.logger.info("learned architecture %s", learned)
         supernet.set_mode("sample")  # candidates are scored alone, whatever the training computed
         journal = SearchJournal(self.journal_path, self._journal_identity())
         self.logger.info("search: %s", journal.open(self.resume))
@@ -205,11 +211,11 @@ class SearchAgent(BaseAgent):
         self.logger.info(
             "search evaluated %d architectures (%d from the journal)", result.evaluations, journal.replayed
         )
-        if hints and not self.budget.within(supernet.derived_arch()):
+        if learned is not None and not self.budget.within(learned):
             self.logger.info(
                 "the learned architecture is over budget (%s %.6g > %.6g); repaired to the most probable in-budget one",
                 self.budget.metric,
-                self.budget.cost_of(supernet.derived_arch()),
+                self.budget.cost_of(learned),
                 self.budget.target,
             )
         return result

@@ -30,19 +30,20 @@ Two forms combine it with the task loss (``CE``, optionally label-smoothed):
 - ``hinge``: ``loss = CE + hinge_weight * max(0, E[cost] / T - 1)``: no pressure below the target, a
   linear one (in units of the target) above it. It needs a target.
 
-The criterion reads ``supernet`` (a ``Searchable``), ``cost_model`` (an ``AdditiveCost`` of the budget
+The criterion reads ``supernet`` (a ``Searchable``), ``cost_model`` (the cost model of the budget
 metric) and ``target_hc`` (float or None) from the keyword context (``target`` would collide with the
 positional target labels). Without a supernet (retraining a fixed network, evaluation) the penalty is a
 constant, so the task loss alone is returned.
 
-Input-choice (Subset-valued) labels are accepted only when their costs are all zero (they then add
+Input-choice (Subset-valued) labels are accepted only when their own costs are all zero (they then add
 nothing): a subset's cost is not expressible through per-input alphas, so a costed input choice is a
-one-line ArchitectureError naming the label.
+one-line ArchitectureError naming the label. What an input choice gates (a ``GatedCost``: cell edges that run
+only when their node takes them) is expressible, and counted (see ``expected_cost``).
 """
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, List, Literal, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -54,7 +55,8 @@ from core.typed import NonNegativeFloat, PositiveFloat, Range
 from criterion.base import BaseCriterion
 from criterion.cross_entropy import CrossEntropy, LabelSmoothing, LabelSmoothingParams
 from search_space.choices import Subset
-from search_space.cost_model import AdditiveCost
+from search_space.cost_model import AdditiveCost, CostModel, GatedCost
+from search_space.mutables import input_weights, split_weights
 
 NAME = "hardware_constrained"
 
@@ -109,13 +111,38 @@ def _expected(lower: float, rows: List[Tuple[Any, np.ndarray]]) -> nn.Variable:
     return F.sum(p * c) + lower
 
 
-def expected_cost(supernet: Any, cost_model: AdditiveCost) -> nn.Variable:
+def _gated(supernet: Any, cost_model: GatedCost) -> nn.Variable | None:
+    """The gated terms' expected cost: per term, its input's weight times ``softmax(alpha_label) . costs``."""
+    decisions = supernet.decisions()
+    weights: Dict[str, List[nn.Variable]] = {}
+    parts = []
+    for t in cost_model.terms:
+        if t.gate not in decisions or t.label not in decisions:
+            missing = t.gate if t.gate not in decisions else t.label
+            raise ArchitectureError(f"{NAME}: cost model label {missing!r} is not a decision of the supernet")
+        gate, op = decisions[t.gate], decisions[t.label]
+        if t.gate not in weights:
+            weights[t.gate] = split_weights(input_weights(gate))
+        costs = np.asarray([t.costs[v] for v in op.choice.values], np.float32)
+        c = nn.Variable.from_numpy_array(costs, need_grad=False)
+        parts.append(weights[t.gate][t.index] * F.sum(F.softmax(op.ensure_alpha(), axis=0) * c))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else F.add_n(*parts)
+
+
+def expected_cost(supernet: Any, cost_model: CostModel) -> nn.Variable:
     """``E[cost]`` (scalar Variable) of ``supernet``'s architecture distribution ``softmax(alpha)`` per label.
 
-    Differentiable with respect to every alpha (created with ``ensure_alpha`` if missing); ``forward()`` it
-    to read the value.
+    A gated term (an operation that runs only while its input is chosen) counts with the weight the supernet
+    gives that input in full mode (``k * softmax(alpha)`` for k of n inputs, ``sigmoid(alpha)`` for any of n):
+    the expected cost of the mixture the supernet computes. Differentiable with respect to every alpha
+    (created with ``ensure_alpha`` if missing); ``forward()`` it to read the value.
     """
-    return _expected(*cost_vectors(supernet, cost_model))
+    gated = isinstance(cost_model, GatedCost)
+    cost = _expected(*cost_vectors(supernet, cost_model.additive if gated else cost_model))
+    extra = _gated(supernet, cost_model) if gated else None
+    return cost if extra is None else cost + extra
 
 
 @dataclass(frozen=True)
@@ -151,7 +178,7 @@ class HardwareConstrained(BaseCriterion):
         logits: nn.Variable,
         target: nn.Variable,
         supernet: Any = None,
-        cost_model: AdditiveCost | None = None,
+        cost_model: CostModel | None = None,
         target_hc: float | None = None,
         **context: Any,
     ) -> nn.Variable:
@@ -165,8 +192,7 @@ class HardwareConstrained(BaseCriterion):
             raise ConfigError(f"hardware.target_hc: must be a positive number, got {target_hc!r}")
         if p.form == "hinge" and target_hc is None:
             raise ConfigError("criterion.form: hinge needs hardware.target_hc")
-        lower, rows = cost_vectors(supernet, cost_model)
-        cost = _expected(lower, rows)
+        cost, lower = expected_cost(supernet, cost_model), cost_model.min_cost()
         if p.form == "hinge":
             return task + p.hinge_weight * F.relu(cost * (1.0 / target_hc) - 1.0)
         if target_hc is None:

@@ -6,7 +6,7 @@ import nnabla as nn
 from nnabla.core.module import Module
 
 from hardware.counter import count_module
-from search_space.freeform import observe_input_shapes
+from search_space.freeform import observe, unread_choices
 from search_space.mutables import LayerChoice
 from search_space.spec import DataInfo, candidate_by_name, space_choices
 
@@ -71,13 +71,14 @@ def choice_summary(space: Any, params: Any, data: DataInfo, arch: Mapping[str, A
     arch = table.choices.validate(arch)
     supernet = space.build_supernet(params, data)
     supernet.set_active(arch)
-    shapes = observe_input_shapes(supernet, (data.in_channels, data.input_size, data.input_size))
+    shape = (data.in_channels, data.input_size, data.input_size)
+    shapes, unread = observe(supernet, shape).shapes, unread_choices(supernet, shape)
     fixed = {"stage": "first", "label": None, "name": "fixed layers", "in_channels": data.in_channels}
     rows = [{**fixed, "out_channels": data.num_classes, "stride": 1, "input_size": data.input_size}]
     rows[0].update({m: float(table.base[m]) for m in ("flops", "params")})
     for site in supernet.mutables():
         m = site.mutable
-        if not isinstance(m, LayerChoice) or not site.on_path():
+        if not isinstance(m, LayerChoice) or not site.on_path() or site.path in unread:
             continue
         module, shape = m.candidates[m.decision.index], shapes[site.path][1:]
         out = _output_shape(module, shape)

@@ -103,7 +103,7 @@ class BaseLookUpTable:
         idx = np.asarray([self.choices.to_indices(a) for a in archs])
         return self._predict_indices(idx, metric)
 
-    def additive_cost(self, metric: str) -> AdditiveCost:
+    def cost_model(self, metric: str) -> AdditiveCost:
         """``metric`` as a plain additive model: per label and value the summed cost of that label's layers."""
         if metric not in self._matrix:
             raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")

@@ -91,6 +91,15 @@ class Searchable:
         """The architecture sample mode currently computes."""
         return {label: d.value for label, d in self.decisions().items()}
 
+    def set_gates(self, gates: Mapping[str, Tuple[str, int]]) -> None:
+        """Tell which LayerChoices run only while an input choice takes their output (``{path: (label, input)}``,
+        e.g. ``ObservedLookUpTable.path_gates``): ``active_groups`` then leaves out the ones not taken."""
+        paths = {s.path for s in self.mutables()}
+        unknown = [p for p in gates if p not in paths]
+        if unknown:
+            raise ValueError(f"set_gates: {unknown[0]!r} is not a mutable of this network")
+        self.__dict__["_gates"] = {p: (self.decisions()[label], int(i)) for p, (label, i) in gates.items()}
+
     def set_mode(self, mode: str, gate_hook: GateHook | None = None) -> None:
         """``sample`` | ``full`` | ``max`` | ``gates`` for every decision."""
         set_mode(self.decisions(), mode, gate_hook)
@@ -140,11 +149,17 @@ class Searchable:
         """
         names = [SHARED_GROUP]
         indices = indices or {}
+        gates = self.__dict__.get("_gates", {})
         for site in self.mutables():
             m = site.mutable
             if not isinstance(m, LayerChoice) or not site.on_path(indices):
                 continue
             d = m.decision
+            gate = gates.get(site.path)
+            if gate is not None and (mode or gate[0].mode) == "sample":
+                g = gate[0]
+                if gate[1] not in (g.choice.values[indices[g.label]] if g.label in indices else g.value):
+                    continue  # an input not taken: its output is not read, nothing of it is trained
             if (mode or d.mode) == "full":
                 names.extend(self.group_name(site.path, c) for c in range(len(m.candidate_names)))
                 continue

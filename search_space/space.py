@@ -61,7 +61,7 @@ class SearchSpace:
         if self.macro:
             model = self.model or BaseModel
             return model(arch, *self.model_cfg(params, data), superlayer_builder=self.supernet.superlayer_builder)
-        return standalone(self.build_supernet(params, data), arch)
+        return standalone(self.build_supernet(params, data), arch, (data.in_channels, data.input_size, data.input_size))
 
     def build_lookup_table(self, params: Any, data: DataInfo, metrics: Sequence[str] = COUNTED_METRICS) -> Any:
         """Count every candidate's cost at its position."""

@@ -11,7 +11,7 @@ from core.errors import ArchitectureError, ConfigError
 from core.suggest import did_you_mean
 from core.typed import PositiveInt, check_ranges
 from search_space.choices import Arch, SearchSpaceChoices, arch_key
-from search_strategy.sampler import AdditiveCost, Allowed, BudgetSampler
+from search_strategy.sampler import Allowed, BudgetSampler, CostModel
 
 Evaluate = Callable[[Arch], Mapping[str, float]]
 Progress = Callable[[Dict[str, Any]], None]
@@ -33,14 +33,15 @@ class SearchParams:
 class Budget:
     """A hardware constraint ``cost(arch) <= target`` on ``metric``; all None means unconstrained.
 
-    ``additive`` (optional) is the cost as a plain additive model; it becomes ``cost`` when no cost function is
-    given, and lets strategies draw in-budget architectures directly instead of by rejection.
+    ``additive`` (optional) is the cost as a plain-data sum of terms (``AdditiveCost``, or ``GatedCost`` whose terms
+    count only while an input choice takes their input); it becomes ``cost`` when no cost function is given,
+    and lets strategies draw in-budget architectures directly instead of by blind rejection.
     """
 
     metric: str | None
     target: float | None
     cost: Callable[[Arch], float] | None = None
-    additive: AdditiveCost | None = None
+    additive: CostModel | None = None
     #: BudgetSampler per search space (keyed by id, the space kept alive beside it)
     _samplers: Dict[int, Tuple[SearchSpaceChoices, BudgetSampler]] = field(
         default_factory=dict, init=False, repr=False, compare=False

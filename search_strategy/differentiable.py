@@ -33,6 +33,32 @@ def most_probable(choice: Categorical, probs: Sequence[float], exclude: Sequence
     return choice.values[max(allowed, key=lambda i: p[i])]
 
 
+def derive_arch(
+    choices: SearchSpaceChoices,
+    probabilities: Mapping[str, Sequence[float]],
+    exclude: Mapping[str, Sequence[Any]] | None = None,
+    gates: Mapping[str, Mapping[int, Sequence[str]]] | None = None,
+) -> Arch:
+    """The most probable architecture: per label its argmax value (never an ``exclude``d one if another is left).
+
+    An input choice whose inputs gate other choices (``gates[label][i]`` = the labels that run only if input
+    ``i`` is chosen: a cell node's incoming edges) ranks input ``i`` by its own probability times its gated
+    choices' strongest non-excluded probability, so a DARTS node keeps the two incoming edges with the
+    strongest operations other than Zero (times the learned edge weights, as in PC-DARTS).
+    """
+    exclude, gates = exclude or {}, gates or {}
+    arch: Arch = {}
+    for label, choice in choices.items():
+        probs = np.asarray(probabilities[label], dtype=np.float64)
+        for i, gated in gates.get(label, {}).items():
+            for other in gated:
+                values = choices[other].values
+                kept = [k for k, v in enumerate(values) if v not in exclude.get(other, ())] or range(len(values))
+                probs[int(i)] *= max(float(probabilities[other][k]) for k in kept)
+        arch[label] = most_probable(choice, probs, exclude.get(label, ()))
+    return arch
+
+
 def log_probability(choices: SearchSpaceChoices, probs: Mapping[str, Sequence[float]], arch: Arch) -> float:
     """Log-probability of ``arch`` under independent per-label distributions (per-input for Subsets)."""
     total = 0.0
@@ -74,8 +100,7 @@ class DifferentiableSearch(BaseSearchStrategy):
                 "train with training_strategy_agent: differentiable"
             )
         tracker = self.tracker(evaluate, budget, progress)
-        exclude = (hints or {}).get("exclude", {})
-        arch = {label: most_probable(choice, probs[label], exclude.get(label, ())) for label, choice in choices.items()}
+        arch = derive_arch(choices, probs, hints.get("exclude"), hints.get("gates"))
         if not budget.within(arch):
             arch = self.repair(choices, probs, arch, budget, rng, tracker)
         tracker.evaluate(arch)

@@ -5,6 +5,10 @@ label's cheapest allowed value, rounded down to a grid over the slack) fits the 
 counted set a superset of the feasible one; drawing label by label from the programme's conditional counts is
 exactly uniform over that superset, and rejecting the rare draw whose true cost is over the target leaves an
 exactly uniform draw from the feasible set.
+
+A gated cost model (cells, where an input choice decides whether an operation runs) is counted through its
+additive lower bound, which again counts a superset; the exact cost decides acceptance. Acceptance then falls
+with the gap between bound and cost, so a very tight budget on a cell space takes more draws.
 """
 
 import math
@@ -16,7 +20,7 @@ import numpy as np
 
 from core.errors import ArchitectureError, ConfigError
 from search_space.choices import Arch, SearchSpaceChoices
-from search_space.cost_model import AdditiveCost
+from search_space.cost_model import CostModel, GatedCost
 
 #: ``{label: values}`` an architecture must draw from; labels left out are free
 Allowed = Mapping[str, Sequence[Any]]
@@ -63,12 +67,14 @@ class BudgetSampler:
     def __init__(
         self,
         choices: SearchSpaceChoices,
-        cost: AdditiveCost | None,
+        cost: CostModel | None,
         target: float | None,
         bins: int = DEFAULT_BINS,
     ):
         self.choices = choices
-        self.cost = cost
+        #: the exact model (decides acceptance) and the additive models counted below and above it
+        self.model = cost
+        self.cost, self.upper = cost.bounds() if isinstance(cost, GatedCost) else (cost, cost)
         self.target = None if target is None or cost is None or target == math.inf else float(target)
         if bins < 1:
             raise ConfigError(f"budget sampler: bins must be >= 1, got {bins}")
@@ -78,16 +84,19 @@ class BudgetSampler:
         self._index = {label: {v: i for i, v in enumerate(cat.values)} for label, cat in choices.items()}
         self._full = tuple(tuple(range(len(cat))) for cat in choices.values())
         self._costs: Dict[str, List[float]] = {}
-        if cost is not None:
-            for label in cost.table:
+        self._upper: Dict[str, List[float]] = {}
+        if self.cost is not None:
+            for label in self.upper.table:
                 if label not in choices:
-                    raise ArchitectureError(f"additive cost: label {label!r} is not in the search space")
+                    raise ArchitectureError(f"cost model: label {label!r} is not in the search space")
             for label, cat in choices.items():
-                row = cost.table.get(label)
+                row = self.cost.table.get(label)
                 missing = [] if row is None else [v for v in cat.values if v not in row]
                 if missing:
-                    raise ArchitectureError(f"additive cost: label {label!r} has no cost for value {missing[0]!r}")
+                    raise ArchitectureError(f"cost model: label {label!r} has no cost for value {missing[0]!r}")
                 self._costs[label] = [0.0 if row is None else row[v] for v in cat.values]
+                upper = self.upper.table.get(label)
+                self._upper[label] = [0.0 if upper is None else upper[v] for v in cat.values]
         self._base_plan: _Plan | None = None
         self._plans: OrderedDict[Key, _Plan | None] = OrderedDict()
 
@@ -102,13 +111,17 @@ class BudgetSampler:
         for rejected in range(_MAX_DRAWS):
             arch = self._draw(plan, rng)
             self.draws += 1
-            if self.cost.cost(arch) <= self.target:
+            if self.model.cost(arch) <= self.target:
                 return arch
             if (rejected + 1) % _REFINE_AFTER == 0 and plan.bins < MAX_BINS:
                 plan = self._plan(key, min(plan.bins * 16, MAX_BINS))
+        why = (
+            "the gated costs' additive bound admits far more architectures than fit; raise the target"
+            if self.model is not self.cost
+            else "the cost table is degenerate for discretisation"
+        )
         raise ArchitectureError(
-            f"budget sampler: {_MAX_DRAWS} draws in a row were over the target {self.target:g}; "
-            f"the cost table is degenerate for discretisation"
+            f"budget sampler: {_MAX_DRAWS} draws in a row were over the target {self.target:g}; {why}"
         )
 
     def min_cost(self, allowed: Allowed | None = None) -> float:
@@ -152,7 +165,7 @@ class BudgetSampler:
 
         def walk(depth: int, remaining: int, arch: Arch) -> None:
             if depth == len(free):
-                if not plan.rows or self.cost.cost(arch) <= self.target:
+                if not plan.rows or self.model.cost(arch) <= self.target:
                     out.append(dict(arch))
                 return
             i = free[depth]
@@ -210,9 +223,10 @@ class BudgetSampler:
         return plan
 
     def _extreme(self, key: Key, pick: Callable[..., int]) -> Arch:
-        """The allowed architecture taking, per label, the value ``pick`` (min/max) selects by cost."""
+        """The allowed architecture taking, per label, the value ``pick`` (min/max) selects by the bound's cost."""
+        costs = self._costs if pick is min else self._upper
         return {
-            label: cat.values[pick(idx, key=self._costs[label].__getitem__)]
+            label: cat.values[pick(idx, key=costs[label].__getitem__)]
             for (label, cat), idx in zip(self.choices.items(), key)
         }
 
@@ -228,7 +242,7 @@ class BudgetSampler:
             return _Plan(values, [], [], 0, sizes_log)
         if not self.cost.cost(self._extreme(key, min)) <= self.target:
             return None
-        if self.cost.cost(self._extreme(key, max)) <= self.target:
+        if self.upper.cost(self._extreme(key, max)) <= self.target:
             return _Plan(values, [], [], 0, sizes_log)
         costs = [[row[i] for i in idx] for row, idx in zip(self._costs.values(), key)]
         lows = [min(c) for c in costs]

@@ -52,7 +52,7 @@ def test_training_strategy_contract(name, proxyless, tiny_params, digits_info):
     lut = proxyless.build_lookup_table(tiny_params, digits_info)
     context = StrategyContext(
         criterion, rng, logging.getLogger("test"), Monitor(None), 4, train_data=weights, arch_data=arch,
-        cost_model=lut.additive_cost("flops"),
+        cost_model=lut.cost_model("flops"),
     )  # fmt: skip
     policy.setup(supernet, context)
     groups = set(policy.weight_groups(supernet))

@@ -25,7 +25,7 @@ Params = HardwareConstrained.Params
 def space(proxyless, tiny_params, digits_info):
     """The tiny ProxylessNAS supernet (6 labels, 6-7 candidates) and its FLOPs cost model."""
     supernet = proxyless.build_supernet(tiny_params, digits_info)
-    cost_model = proxyless.build_lookup_table(tiny_params, digits_info).additive_cost("flops")
+    cost_model = proxyless.build_lookup_table(tiny_params, digits_info).cost_model("flops")
     assert list(cost_model.table) == list(supernet.decisions())
     return supernet, cost_model
 

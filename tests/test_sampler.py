@@ -12,10 +12,11 @@ from scipy.stats import chisquare
 
 from core.errors import ArchitectureError, ConfigError
 from search_space.choices import Arch, Categorical, SearchSpaceChoices, arch_key
+from search_space.cost_model import AdditiveCost
 from search_strategy.base import Budget
 from search_strategy.evolution import EvolutionParams, EvolutionSearch
 from search_strategy.random_search import RandomSearch, RandomSearchParams
-from search_strategy.sampler import AdditiveCost, BudgetSampler
+from search_strategy.sampler import BudgetSampler
 
 
 def _space(labels: int, values: int, seed: int, integer: bool = False) -> Tuple[SearchSpaceChoices, AdditiveCost]:
@@ -295,19 +296,19 @@ def test_lookup_table_additive_cost_matches_predict(proxyless: Any, tiny_params:
     rng = np.random.default_rng(0)
     for table in (lut, shared_lut):
         for metric in table.metrics:
-            model = table.additive_cost(metric)
+            model = table.cost_model(metric)
             assert model.min_cost() < model.max_cost()
             for _ in range(30):
                 arch = table.choices.sample(rng)
                 assert model.cost(arch) == pytest.approx(table.predict(arch, metric), rel=1e-12)
     first, second = lut.choices.labels[:2]
     for metric in lut.metrics:
-        rows = lut.additive_cost(metric).table
-        assert shared_lut.additive_cost(metric).table["shared"] == {
+        rows = lut.cost_model(metric).table
+        assert shared_lut.cost_model(metric).table["shared"] == {
             v: pytest.approx(rows[first][v] + rows[second][v]) for v in rows[first]
         }
     with pytest.raises(ConfigError, match="no metric 'latency'"):
-        lut.additive_cost("latency")
+        lut.cost_model("latency")
 
 
 def test_real_lookup_table_tight_budget_random_and_evolution(proxyless: Any, digits_info: Any) -> None:
@@ -317,7 +318,7 @@ def test_real_lookup_table_tight_budget_random_and_evolution(proxyless: Any, dig
     )
     lut = proxyless.build_lookup_table(params, digits_info)
     choices = lut.choices
-    cost = lut.additive_cost("flops")
+    cost = lut.cost_model("flops")
     target = 1.05 * cost.min_cost()
     budget = Budget("flops", target, additive=cost)
     assert choices.size() >= 1e6

@@ -14,10 +14,10 @@ from core.errors import ArchitectureError, ConfigError, UnknownComponentError
 from core.registries import SEARCH_STRATEGIES
 from core.typed import from_dict
 from search_space.choices import Arch, Categorical, SearchSpaceChoices, arch_key
+from search_space.cost_model import AdditiveCost
 from search_strategy.base import Budget, SearchTracker
 from search_strategy.evolution import EvolutionParams, EvolutionSearch
 from search_strategy.random_search import RandomSearch, RandomSearchParams
-from search_strategy.sampler import AdditiveCost
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS, VALUES = 8, 4
@@ -42,7 +42,7 @@ def flops(arch: Arch) -> float:
     return float(COSTS[np.arange(LABELS), _indices(arch)].sum())
 
 
-#: the same cost as a plain additive model (what the agent passes: the lookup table's ``additive_cost``)
+#: the same cost as a plain additive model (what the agent passes: the lookup table's ``cost_model``)
 FLOPS = AdditiveCost(0.0, {f"l{i}": dict(enumerate(COSTS[i])) for i in range(LABELS)})
 
 

@@ -47,15 +47,53 @@ class StrategyContext:
         with untraced():
             logits = network(x)
             loss = self.criterion(logits, t, **self.criterion_context(network))
+            for weight, aux_logits in auxiliary_outputs(self._aux_modules(network)):
+                loss = loss + weight * self.criterion(aux_logits, t)
         logits.persistent = True
         loss.persistent = True
         return x, t, logits, loss
+
+    def _aux_modules(self, network: Module) -> List[Module]:
+        """The modules of ``network`` that may report an auxiliary output (found once per network)."""
+        cache = self.__dict__.setdefault("_aux_cache", {})
+        if id(network) not in cache:
+            cache[id(network)] = (network, [m for m in module_tree(network) if "auxiliary" in m.__dict__])
+        return cache[id(network)][1]
 
     def criterion_context(self, network: Any) -> Dict[str, Any]:
         """The keyword context a criterion gets: the supernet (if searchable), the cost model, the target."""
         if not hasattr(network, "decisions"):
             return {}
         return {"supernet": network, "cost_model": self.cost_model, "target_hc": self.target}
+
+
+def module_tree(network: Module) -> List[Module]:
+    """Every module of ``network``'s tree, depth first."""
+    found, stack = [], [network]
+    while stack:
+        m = stack.pop()
+        found.append(m)
+        stack.extend(reversed(list(m.submodules.values())))
+    return found
+
+
+def auxiliary_outputs(modules: List[Module]) -> List[Tuple[float, nn.Variable]]:
+    """``(weight, logits)`` of the auxiliary classifiers the last training-mode call of ``modules`` computed.
+
+    A module reports one by holding ``auxiliary = (weight, logits)`` (plain attribute, None when there is
+    none) after its call; the training loss adds ``weight * criterion(logits, target)`` (DARTS's auxiliary head).
+    """
+    out = []
+    for m in modules:
+        aux = m.__dict__.get("auxiliary")
+        if aux is not None:
+            out.append((float(aux[0]), aux[1]))
+    return out
+
+
+def training_schedules(network: Module) -> List[Callable[[float], None]]:
+    """The ``schedule`` callables modules hold: told the training progress ``epoch / epochs`` every step."""
+    return [m.__dict__["schedule"] for m in module_tree(network) if callable(m.__dict__.get("schedule"))]
 
 
 class BaseTrainingStrategy(abc.ABC):
@@ -120,6 +158,7 @@ class FixedNetwork(BaseTrainingStrategy):
 
     def __init__(self, arch: Mapping[str, Any] | None = None) -> None:
         super().__init__(None)
+        self.epochs, self.schedules = 1, []
         self.arch = None if arch is None else json.loads(encode_arch(arch))
 
     def state_dict(self) -> Dict[str, Any]:
@@ -131,8 +170,14 @@ class FixedNetwork(BaseTrainingStrategy):
         if dict(state).get("arch") != self.arch:
             raise ValueError(f"it trains {dict(state).get('arch')}, not {self.arch}")
 
+    def setup(self, supernet: Module, context: StrategyContext) -> None:
+        """Find the network's training schedules (e.g. a drop-path rate rising over the epochs)."""
+        self.epochs, self.schedules = context.epochs, training_schedules(supernet)
+
     def before_step(self, supernet: Module, epoch: int, step: int, rng: np.random.Generator) -> None:
-        """Nothing to select."""
+        """Nothing to select; schedules learn the progress."""
+        for schedule in self.schedules:
+            schedule(epoch / self.epochs)
 
     def weight_groups(self, supernet: Module) -> "OrderedDict[str, OrderedDict[str, nn.Variable]]":
         return OrderedDict(all=supernet.get_parameters(grad_only=True))

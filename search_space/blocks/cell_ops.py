@@ -178,8 +178,8 @@ class Zero(Module):
     #: a LayerChoice in full mode skips it (its weighted output is zero) and derivation never picks it
     is_zero = True
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
-        self.out_channels, self.stride = out_channels, stride
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, affine: bool = False):
+        self.out_channels, self.stride = out_channels, stride  # ``affine`` accepted like every DARTS op's; no BN
 
     def call(self, x):
         n, _, h, w = x.shape
