@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/supernet_step.py $(ARGS)
+	$(PY) bench/constraint_eval.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -18,8 +18,9 @@ from core.run_state import has_checkpoint, read_checkpoint
 from core.seed import make_rng, seed_nnabla, spawn_rng
 from core.visualize import plot_arch
 from dataset.base import ArrayDataset, DatasetSplits
-from hardware.counter import count_module
+from hardware.measure import UNITS, measure_module
 from hardware.summary import network_summary
+from hardware.tables import measure_settings, table_metrics
 from search_space.choices import Arch
 from search_space.space import SearchSpace
 from training_strategy.base import BaseTrainingStrategy, FixedNetwork
@@ -180,16 +181,17 @@ class BaseAgent(abc.ABC):
         """Train ``loop``'s standalone network, test it, export model.nnp/model.onnx and verify them."""
         cfg, data, model = self.config, self.data, loop.network
         shape = data.train.images.shape[1:]
-        cost = count_module(model, shape)
-        self.logger.info("retraining %s: %.0f FLOPs, %.0f params", dict(arch), cost["flops"], cost["params"])
+        hw = cfg.hardware
+        metrics = table_metrics(hw.info_metric)
+        cost = measure_module(model, shape, metrics, measure_settings(hw))  # what the table predicted, measured
+        self.logger.info("retraining %s: %s", dict(arch), ", ".join(f"{m} {cost[m]:.6g} {UNITS[m]}" for m in metrics))
         history = loop.run()
         test = evaluate_network(model, data.test, cfg.search.eval_batch_size, criterion=self.criterion)
         self.monitor.scalars("retrain/test", test, cfg.retrain.epochs)
         self.logger.info("test accuracy %.4f (loss %.4f)", test["accuracy"], test["loss"])
         out: Dict[str, Any] = {
             "arch": dict(arch),
-            "flops": cost["flops"],
-            "params": cost["params"],
+            **{m: cost[m] for m in metrics},
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
             "final_train": history[-1] if history else {},

@@ -2,7 +2,7 @@
 
 import os
 import time
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -16,6 +16,8 @@ from core.registries import AGENTS, SEARCH_STRATEGIES, TRAINING_STRATEGIES
 from core.run_state import file_digest
 from core.suggest import did_you_mean
 from core.visualize import plot_pareto, plot_search, search_curves
+from hardware.measure import MEASURED_METRICS, measure_module
+from hardware.tables import measure_settings, obtain_lookup_table
 from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
 from search_strategy.base import Budget, SearchResult
@@ -24,6 +26,8 @@ from training_strategy.evaluation import evaluate_network, recalibrate_bn
 
 SUPERNET = "supernet"
 JOURNAL = "search_journal.jsonl"
+#: architectures measured whole, best first, to find one within a measured budget
+MEASURED_CHECKS = 10
 
 
 @AGENTS.register("search")
@@ -38,7 +42,9 @@ class SearchAgent(BaseAgent):
         self.logger.info(
             "search space %s: %d decisions, %.3g architectures", self.space.name, len(choices), choices.size()
         )
-        self.lut = self.space.build_lookup_table(cfg.search_space, info)
+        self.lut = obtain_lookup_table(
+            self.space, cfg.search_space, info, cfg.hardware, cfg.context, self.logger, self.io.progress
+        )
         if getattr(self.lut, "path_gates", None):  # cell edges a node does not take are not trained in a step
             self.supernet.set_gates(self.lut.path_gates)
         self.budget = self._budget(self.lut)
@@ -99,8 +105,8 @@ class SearchAgent(BaseAgent):
         self.loop.run()
         t_train = time.time() - t0
         result = self._search()
+        best, measured = self._measured_pick(result)
         t_search = time.time() - t0 - t_train
-        best = result.best_arch
         costs = {m: self.lut.predict(best, m) for m in self.lut.metrics}
         self.logger.info("searched architecture %s", best)
         self.logger.info(
@@ -115,6 +121,7 @@ class SearchAgent(BaseAgent):
                 "arch": best,
                 "supernet_metrics": result.best_metrics,
                 **costs,
+                **measured,
                 "target_hc": cfg.hardware.target_hc,
                 "info_metric": cfg.hardware.info_metric,
             },
@@ -127,6 +134,7 @@ class SearchAgent(BaseAgent):
             "arch": best,
             "supernet_valid_accuracy": result.best_metrics.get("accuracy"),
             **costs,
+            **measured,
             "target_hc": cfg.hardware.target_hc,
             "evaluations": result.evaluations,
             "seconds": {"supernet_training": t_train, "search": t_search},
@@ -146,6 +154,35 @@ class SearchAgent(BaseAgent):
             metrics["seconds"]["retrain"] = time.time() - t1
         self.write_metrics(metrics)
         return metrics
+
+    def _measured_pick(self, result: SearchResult) -> Tuple[Arch, Dict[str, Any]]:
+        """Under a measured budget (latency, memory), the best architecture whose whole network *measures* within
+        it: the search's best first, then the next best, up to ``MEASURED_CHECKS`` (a table predicts, the machine
+        decides). Returns the architecture and ``{"measured_<metric>": value, "measured_within_budget": bool}``."""
+        hw = self.config.hardware
+        if hw.info_metric not in MEASURED_METRICS or hw.target_hc is None:
+            return result.best_arch, {}
+        metric, key = hw.info_metric, f"measured_{hw.info_metric}"
+        objective = self.strategy.params.objective
+        ranked = sorted(result.history, key=lambda e: -e["metrics"].get(objective, float("-inf")))
+        shape = self.data.train.images.shape[1:]
+        first = None
+        for rank, entry in enumerate(ranked[:MEASURED_CHECKS]):
+            model = self.space.build_model(self.config.search_space, self.data.info, entry["arch"])
+            value = measure_module(model, shape, [metric], measure_settings(hw))[metric]
+            self.logger.info(
+                "measured %s of the #%d architecture: %.6g (table %.6g, target %.6g)",
+                metric, rank + 1, value, self.lut.predict(entry["arch"], metric), hw.target_hc,
+            )  # fmt: skip
+            first = first or (entry["arch"], value)
+            if value <= hw.target_hc:
+                return entry["arch"], {key: value, "measured_within_budget": True}
+        self.logger.warning(
+            "none of the %d best architectures measures within %s <= %g: the table predicts low on this machine; "
+            "keeping the best (recalibrate with more hardware.calibration_samples or lower the target)",
+            min(len(ranked), MEASURED_CHECKS), metric, hw.target_hc,
+        )  # fmt: skip
+        return first[0], {key: first[1], "measured_within_budget": False}
 
     def _plot(self, result: SearchResult) -> None:
         """arch.png, search.png, pareto.png, and the search curves in TensorBoard."""

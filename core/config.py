@@ -69,10 +69,25 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class HardwareConfig:
-    """The hardware budget: which lookup-table metric constrains the search, and its target."""
+    """The hardware budget (which lookup-table metric constrains the search, and its target) and the table.
 
-    info_metric: Literal["flops", "params"] = "flops"
+    ``flops`` (multiply-accumulates) and ``params`` are counted from the graph; ``latency`` (ms, median of
+    ``runs`` timed forward passes after ``warmup``, at ``batch_size``, on the run's context) and ``memory``
+    (bytes: parameters + peak activations of a forward pass at ``batch_size``) are measured on this machine.
+    """
+
+    info_metric: Literal["flops", "params", "latency", "memory"] = "flops"
     target_hc: PositiveFloat | None = None
+    #: a saved lookup table to reuse (JSON); built and saved there when missing or measured elsewhere
+    lookup_table: str | None = None
+    #: a saved table whose fingerprint (space, input, measurement settings, machine) differs: rebuild or refuse
+    on_mismatch: Literal["rebuild", "refuse"] = "rebuild"
+    #: measured metrics: batch size, warm-up passes and timed passes (the median is kept)
+    batch_size: PositiveInt = 1
+    warmup: NonNegativeInt = 3
+    runs: PositiveInt = 15
+    #: measured metrics: random whole networks measured to calibrate the table's sums (0: raw sums)
+    calibration_samples: NonNegativeInt = 8
 
 
 @dataclass(frozen=True)

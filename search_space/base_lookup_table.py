@@ -1,20 +1,20 @@
 """Hardware lookup table: per-metric cost of every (layer, candidate) plus the fixed base cost."""
 
-import json
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Type
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Type
 
 import numpy as np
+from nnabla.core.module import Module
+from tqdm import tqdm
 
 from core.checkpoint import write_json
-from core.errors import ArchitectureError, ConfigError
-from hardware.counter import count_module
+from core.errors import ConfigError
+from hardware.measure import COUNTED_METRICS, MEASURED_METRICS, METRICS, MeasureSettings, device_name, measure_module
 from search_space.base_supernet import BaseSuperlayer, Superlayer
 from search_space.cost_model import AdditiveCost
 from search_space.layers import ModuleList
 from search_space.spec import DataInfo, MacroConfig, MicroConfig, layer_candidates, space_choices, spatial_sizes
 
-#: metrics every lookup table can count from the nnabla graph
-COUNTED_METRICS = ("flops", "params")
+__all__ = ["BaseLookUpTable", "COUNTED_METRICS", "METRICS"]
 
 
 class BaseLookUpTable:
@@ -24,8 +24,8 @@ class BaseLookUpTable:
     layers sums every layer's cost for the chosen value.
     """
 
-    #: metrics ``construct_info_table`` can produce; a subclass that measures more (latency) extends it
-    supported_metrics: Tuple[str, ...] = COUNTED_METRICS
+    #: metrics ``construct_info_table`` can produce (counted: flops, params; measured: latency, memory)
+    supported_metrics: Tuple[str, ...] = METRICS
 
     def __init__(
         self,
@@ -35,9 +35,12 @@ class BaseLookUpTable:
         metrics: Sequence[str] = COUNTED_METRICS,
         table: Mapping[str, Any] | None = None,
         superlayer_builder: Type[BaseSuperlayer] = Superlayer,
+        settings: MeasureSettings | None = None,
+        progress: bool = False,
     ):
         self.macro_cfg, self.micro_cfg, self.data = macro_cfg, micro_cfg, data
         self.superlayer_builder = superlayer_builder
+        self.settings, self.progress = settings or MeasureSettings(), progress
         self.metrics = tuple(metrics)
         unknown = [m for m in self.metrics if m not in self.supported_metrics]
         if table is None and unknown:
@@ -48,9 +51,14 @@ class BaseLookUpTable:
         self.choices = space_choices(macro_cfg, micro_cfg)
         # column of each search layer's decision in an index-encoded arch (shared labels share a column)
         self._layer_columns = np.asarray([self.choices.labels.index(layer.label) for layer in macro_cfg.search])
+        #: what the table's measurements depend on (set by whoever builds it; compared before reusing it)
+        self.fingerprint: Dict[str, Any] | None = None if table is None else table.get("fingerprint")
+        #: per measured metric ``{"scale", "offset", ...}``: predictions are ``scale * sum + offset``, fitted to
+        #: whole-network measurements (``hardware.tables.calibrate``); raw sums are still available
+        self.calibration: Dict[str, Dict[str, float]] = {} if table is None else dict(table.get("calibration", {}))
         if table is None:
             self.info_table, self.base = self.construct_info_table(self.metrics)
-            self.device = "analytic (nnabla graph count)"
+            self.device = device_name(self.metrics)
         else:
             self.info_table = {m: {k: list(v) for k, v in table["info_table"][m].items()} for m in self.metrics}
             self.base = {m: float(table["base"][m]) for m in self.metrics}
@@ -60,51 +68,72 @@ class BaseLookUpTable:
     def construct_info_table(
         self, metrics: Sequence[str]
     ) -> "tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]":
-        """Return ``(info_table, base)`` for ``metrics`` (default: every candidate and the fixed stages, counted)."""
-        return self.count_search_stage(metrics), self.count_fixed_stages(metrics)
+        """Return ``(info_table, base)`` for ``metrics``: every candidate and the fixed stages, counted/measured."""
+        return self.measure_search_stage(metrics), self.measure_fixed_stages(metrics)
 
-    def count_search_stage(self, metrics: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
-        """Count every fitting candidate at every search layer, on its real input shape."""
-        table: Dict[str, Dict[str, List[float]]] = {m: {} for m in metrics}
+    def iter_candidates(self) -> Iterator[Tuple[str, int, Module, Tuple[int, int, int]]]:
+        """``(row key, candidate index, module, input shape)`` of every candidate of every search layer, in order.
+
+        The one walk over the space that counting, timing and memory estimation share; the module is the
+        layer's superlayer with that candidate active (built by the space's superlayer builder).
+        """
         seen: Dict[str, int] = {}
         for layer, size in zip(self.macro_cfg.search, self.search_sizes):
             key = self.row_key(layer.label, seen)
-            shape = (layer.in_channels, size, size)
             superlayer = self.superlayer_builder(layer, layer_candidates(layer, self.micro_cfg))
-            counts = []
             for i in range(len(superlayer.candidate_names)):
                 superlayer.set_active(i)
-                counts.append(count_module(superlayer, shape))
+                yield key, i, superlayer, (layer.in_channels, size, size)
+
+    def measure_search_stage(self, metrics: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
+        """Every fitting candidate at every search layer, on its real input shape (progress shown when measuring)."""
+        table: Dict[str, Dict[str, List[float]]] = {m: {} for m in metrics}
+        measuring = any(m in MEASURED_METRICS for m in metrics)
+        total = sum(len(layer_candidates(layer, self.micro_cfg)) for layer in self.macro_cfg.search)
+        shown = self.progress and measuring
+        bar = tqdm(total=total, desc="lookup table", unit="cand", disable=not shown, leave=False)
+        for key, _, module, shape in self.iter_candidates():
+            counts = measure_module(module, shape, metrics, self.settings)
             for m in metrics:
-                table[m][key] = [c[m] for c in counts]
+                table[m].setdefault(key, []).append(counts[m])
+            bar.update(1)
+        bar.close()
         return table
 
-    def count_fixed_stages(self, metrics: Sequence[str]) -> Dict[str, float]:
-        """Count the first and last stages (the cost every architecture pays)."""
+    def measure_fixed_stages(self, metrics: Sequence[str]) -> Dict[str, float]:
+        """The first and last stages (the cost every architecture pays)."""
         base = {m: 0.0 for m in metrics}
         for specs, sizes in ((self.macro_cfg.first, self.first_sizes), (self.macro_cfg.last, self.last_sizes)):
             if not specs:
                 continue
-            # counted as one chain so blocks that change rank (pooling -> linear) get their real inputs
-            counts = count_module(ModuleList([s.build() for s in specs]), (specs[0].in_channels, sizes[0], sizes[0]))
+            # measured as one chain so blocks that change rank (pooling -> linear) get their real inputs
+            chain = ModuleList([s.build() for s in specs])
+            counts = measure_module(chain, (specs[0].in_channels, sizes[0], sizes[0]), metrics, self.settings)
             for m in metrics:
                 base[m] += counts[m]
         return base
 
-    def predict(self, arch: Mapping[str, Any], metric: str) -> float:
-        """Cost of one architecture."""
+    def predict(self, arch: Mapping[str, Any], metric: str, raw: bool = False) -> float:
+        """Cost of one architecture (calibrated unless ``raw``: the plain sum of the entries and the base)."""
         idx = np.asarray(self.choices.to_indices(arch))[None, :]
-        return float(self._predict_indices(idx, metric)[0])
+        return float(self.predict_indices(idx, metric, raw)[0])
 
-    def predict_batch(self, archs: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
+    def predict_batch(self, archs: Sequence[Mapping[str, Any]], metric: str, raw: bool = False) -> np.ndarray:
         """Vectorised ``predict`` over many architectures."""
         if not archs:
             return np.zeros(0)
         idx = np.asarray([self.choices.to_indices(a) for a in archs])
-        return self._predict_indices(idx, metric)
+        return self.predict_indices(idx, metric, raw)
 
-    def cost_model(self, metric: str) -> AdditiveCost:
-        """``metric`` as a plain additive model: per label and value the summed cost of that label's layers."""
+    def predict_indices(self, idx: np.ndarray, metric: str, raw: bool = False) -> np.ndarray:
+        """``predict`` of index-encoded architectures (``(n, labels)``, ``choices.to_indices`` rows)."""
+        out = self._predict_indices(np.asarray(idx), metric)
+        cal = self.calibration.get(metric)
+        return out if raw or cal is None else cal["scale"] * out + cal["offset"]
+
+    def cost_model(self, metric: str, raw: bool = False) -> AdditiveCost:
+        """``metric`` as a plain additive model (calibrated unless ``raw``): per label and value the summed cost
+        of that label's layers."""
         if metric not in self._matrix:
             raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")
         mat = self._matrix[metric]
@@ -112,7 +141,9 @@ class BaseLookUpTable:
         for column, (label, cat) in enumerate(self.choices.items()):
             rows = mat[self._layer_columns == column, : len(cat)]
             table[label] = {value: float(cost) for value, cost in zip(cat.values, rows.sum(axis=0))}
-        return AdditiveCost(self.base[metric], table)
+        model = AdditiveCost(self.base[metric], table)
+        cal = self.calibration.get(metric)
+        return model if raw or cal is None else model.scaled(cal["scale"], cal["offset"])
 
     def _predict_indices(self, idx: np.ndarray, metric: str) -> np.ndarray:
         if metric not in self._matrix:
@@ -140,6 +171,8 @@ class BaseLookUpTable:
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready table with the device/context it was measured on."""
         return {
+            "fingerprint": self.fingerprint,
+            "calibration": self.calibration,
             "device": self.device,
             "metrics": list(self.metrics),
             "base": self.base,
@@ -150,22 +183,3 @@ class BaseLookUpTable:
     def save(self, path: str) -> None:
         """Write the table as JSON (atomically)."""
         write_json(path, self.to_dict())
-
-    @classmethod
-    def load(
-        cls,
-        path: str,
-        macro_cfg: MacroConfig,
-        micro_cfg: MicroConfig,
-        data: DataInfo,
-        superlayer_builder: Type[BaseSuperlayer] = Superlayer,
-    ) -> "BaseLookUpTable":
-        """Read a table saved by ``save`` for the same space; a mismatched space is an error."""
-        with open(path, encoding="utf-8") as f:
-            table = json.load(f)
-        lut = cls(
-            macro_cfg, micro_cfg, data, metrics=table["metrics"], table=table, superlayer_builder=superlayer_builder
-        )
-        if table.get("choices") != lut.choices.to_dict():
-            raise ArchitectureError(f"{path}: lookup table was built for a different search space")
-        return lut

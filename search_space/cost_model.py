@@ -61,6 +61,11 @@ class AdditiveCost:
         """Cost of the most expensive architecture."""
         return self.base + sum(max(row.values()) for row in self.table.values())
 
+    def scaled(self, scale: float, offset: float = 0.0) -> "AdditiveCost":
+        """The model of ``scale * cost + offset`` (a calibration): entries scaled, the offset in the base."""
+        table = {label: {v: scale * c for v, c in row.items()} for label, row in self.table.items()}
+        return AdditiveCost(scale * self.base + offset, table)
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready ``{"base", "table": {label: [[value, cost], ...]}}`` (values need not be strings)."""
         return {
@@ -71,7 +76,11 @@ class AdditiveCost:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AdditiveCost":
         """Inverse of ``to_dict``."""
-        return cls(data["base"], {label: {v: c for v, c in pairs} for label, pairs in data["table"].items()})
+
+        def key(v: Any) -> Any:  # a subset's value (an index tuple) comes back from JSON as a list
+            return tuple(v) if isinstance(v, list) else v
+
+        return cls(data["base"], {label: {key(v): c for v, c in pairs} for label, pairs in data["table"].items()})
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,13 @@ class GatedCost:
                             row[v] += pick(t.costs.values()) if t.index in v else 0.0
             out.append(AdditiveCost(self.additive.base, table))
         return out[0], out[1]
+
+    def scaled(self, scale: float, offset: float = 0.0) -> "GatedCost":
+        """The model of ``scale * cost + offset`` (a calibration)."""
+        terms = tuple(
+            GatedTerm(t.gate, t.index, t.label, {v: scale * c for v, c in t.costs.items()}) for t in self.terms
+        )
+        return GatedCost(self.additive.scaled(scale, offset), terms, self.gates)
 
     def min_cost(self) -> float:
         """Cost of the cheapest architecture (a lower bound if a gated label has several gates)."""

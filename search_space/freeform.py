@@ -21,15 +21,13 @@ from nnabla.core.module import Module
 
 from core.errors import ArchitectureError, ConfigError
 from core.graph import untraced
-from hardware.counter import count_module
+from hardware.measure import COUNTED_METRICS, METRICS, MeasureSettings, device_name, measure_module
 from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
-from search_space.cost_model import AdditiveCost, CostModel, GatedCost, GatedTerm
+from search_space.cost_model import AdditiveCost, CostModel, GatedCost, GatedTerm, cost_model_from_dict
 from search_space.layers import ModuleList
 from search_space.mutables import Decision, InputChoice, LayerChoice, observing
 from search_space.searchable import Searchable
-
-COUNTED_METRICS = ("flops", "params")
 
 
 class FixedDecision(Decision):
@@ -64,7 +62,11 @@ class StandaloneNetwork(Module):
 
 
 def standalone(network: Searchable, arch: Mapping[str, Any], input_shape: Sequence[int]) -> StandaloneNetwork:
-    """Prune a freshly built supernet to ``arch`` (in place) and wrap it; the supernet is not usable after."""
+    """Prune a freshly built supernet to ``arch`` (in place) and wrap it; the supernet is not usable after.
+
+    A chosen Zero operation stays: it reads its input, which may keep a preprocessing step alive that the
+    lookup table counts (dropping it would make the network cheaper than its prediction).
+    """
     network.set_active(arch)
     arch = network.active_arch()
     unread = unread_choices(network, input_shape)
@@ -95,13 +97,19 @@ class ObservedLookUpTable:
     """Per-(label, value) costs counted on observed input shapes; ``predict`` = base + chosen values' costs
     (+ the costs of gated choices whose input is chosen)."""
 
-    def __init__(self, network: Searchable, input_shape: Sequence[int], metrics: Sequence[str] = COUNTED_METRICS):
-        unknown = [m for m in metrics if m not in COUNTED_METRICS]
+    def __init__(
+        self,
+        network: Searchable,
+        input_shape: Sequence[int],
+        metrics: Sequence[str] = COUNTED_METRICS,
+        settings: MeasureSettings | None = None,
+    ):
+        unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            valid = ", ".join(COUNTED_METRICS)
-            raise ConfigError(f"lookup table metric {unknown[0]!r} is not supported; valid: {valid}")
+            raise ConfigError(f"lookup table metric {unknown[0]!r} is not supported; valid: {', '.join(METRICS)}")
         self.metrics, self.choices = tuple(metrics), network.choices()
-        self.device = "analytic (nnabla graph count)"
+        self.settings = settings or MeasureSettings()
+        self.device, self.fingerprint, self.calibration = device_name(self.metrics), None, {}
         seen = observe(network, tuple(input_shape))
         #: ``{LayerChoice path: (input-choice label, input index)}``: what ``Searchable.set_gates`` takes
         self.path_gates = dict(seen.gates)
@@ -117,7 +125,7 @@ class ObservedLookUpTable:
                 continue  # choosing inputs computes nothing (sum / concat are free in this convention)
             label = site.mutable.decision.label
             counted = {
-                value: count_module(module, seen.shapes[site.path][1:])
+                value: measure_module(module, seen.shapes[site.path][1:], self.metrics, self.settings)
                 for value, module in zip(site.mutable.candidate_names, site.mutable.candidates)
             }
             gate = seen.gates.get(site.path)
@@ -131,7 +139,7 @@ class ObservedLookUpTable:
                 self.gates[gate[0]][gate[1]].append(label)
         self.models: Dict[str, CostModel] = {}
         arch0 = {label: c.values[0] for label, c in self.choices.items()}
-        whole = count_network(network, arch0, input_shape)
+        whole = measure_network(network, arch0, input_shape, self.metrics, self.settings)
         for m in self.metrics:
             model = self._model(AdditiveCost(0.0, costs[m]), terms[m])
             self.models[m] = self._model(AdditiveCost(whole[m] - model.cost(arch0), costs[m]), terms[m])
@@ -150,39 +158,75 @@ class ObservedLookUpTable:
         return GatedCost(additive, tuple(terms), {g: self.choices[g].values for g in self.gates})
 
     def _check_counts(self, network: Searchable, input_shape: Sequence[int], samples: int = 4) -> None:
+        """Counted metrics must equal whole-network counts (measured ones are validated by hardware.validate)."""
+        counted = [m for m in self.metrics if m in COUNTED_METRICS]
         rng = np.random.default_rng(0)
-        for _ in range(samples):
+        for _ in range(samples if counted else 0):
             arch = self.choices.sample(rng)
-            whole = count_network(network, arch, input_shape)
-            for m in self.metrics:
+            whole = measure_network(network, arch, input_shape, counted)
+            for m in counted:
                 if not np.isclose(whole[m], self.predict(arch, m), rtol=1e-9, atol=1e-6):
                     raise ArchitectureError(
                         f"the costs of this space are not additive per decision ({m} of {arch}: counted "
                         f"{whole[m]:.6g}, table {self.predict(arch, m):.6g}); give the space its own lookup table"
                     )
 
-    def predict(self, arch: Mapping[str, Any], metric: str) -> float:
-        """Cost of one architecture."""
-        return self.cost_model(metric).cost(self.choices.validate(arch))
+    def predict(self, arch: Mapping[str, Any], metric: str, raw: bool = False) -> float:
+        """Cost of one architecture (calibrated unless ``raw``)."""
+        return self.cost_model(metric, raw).cost(self.choices.validate(arch))
 
-    def predict_batch(self, archs: Sequence[Mapping[str, Any]], metric: str) -> np.ndarray:
+    def predict_batch(self, archs: Sequence[Mapping[str, Any]], metric: str, raw: bool = False) -> np.ndarray:
         """``predict`` over many architectures."""
-        model = self.cost_model(metric)
+        model = self.cost_model(metric, raw)
         return np.asarray([model.cost(self.choices.validate(a)) for a in archs], dtype=np.float64)
 
-    def cost_model(self, metric: str) -> CostModel:
-        """The table as a plain-data cost model (``GatedCost`` when input choices decide what runs)."""
+    def predict_indices(self, idx: np.ndarray, metric: str, raw: bool = False) -> np.ndarray:
+        """``predict`` of index-encoded architectures (``(n, labels)`` rows of ``choices.to_indices``), vectorised."""
+        model, idx = self.cost_model(metric, raw), np.asarray(idx)
+        column = {label: k for k, label in enumerate(self.choices.labels)}
+
+        def values(label: str, row: Mapping[Any, float]) -> np.ndarray:
+            return np.asarray([row[v] for v in self.choices[label].values], dtype=np.float64)
+
+        additive = model.additive if isinstance(model, GatedCost) else model
+        total = np.full(len(idx), additive.base)
+        for label, row in additive.table.items():
+            total += values(label, row)[idx[:, column[label]]]
+        for t in model.terms if isinstance(model, GatedCost) else ():
+            taken = np.asarray([t.index in v for v in self.choices[t.gate].values], dtype=np.float64)
+            total += taken[idx[:, column[t.gate]]] * values(t.label, t.costs)[idx[:, column[t.label]]]
+        return total
+
+    def cost_model(self, metric: str, raw: bool = False) -> CostModel:
+        """The table as a plain-data cost model (``GatedCost`` when input choices decide what runs), calibrated
+        unless ``raw``."""
         if metric not in self.models:
             raise ConfigError(f"lookup table has no metric {metric!r}; valid: {', '.join(self.metrics)}")
-        return self.models[metric]
+        cal = self.calibration.get(metric)
+        return self.models[metric] if raw or cal is None else self.models[metric].scaled(cal["scale"], cal["offset"])
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON form of a macro space's table (device, metrics, base, info_table, choices), plus the gated
-        cost models when there are gates."""
+        """The JSON form of a macro space's table (fingerprint, device, metrics, base, info_table, choices), plus
+        every cost model and the gates."""
         out = BaseLookUpTable.to_dict(self)
-        if self.gates:
-            out["cost_models"] = {m: self.models[m].to_dict() for m in self.metrics}
+        out["cost_models"] = {m: self.models[m].to_dict() for m in self.metrics}
+        out["gates"] = {g: {str(i): labels for i, labels in row.items()} for g, row in self.gates.items()}
+        out["path_gates"] = {path: list(gate) for path, gate in self.path_gates.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any], choices: Any) -> "ObservedLookUpTable":
+        """Inverse of ``to_dict`` for a space with ``choices``."""
+        table = cls.__new__(cls)
+        table.metrics, table.choices, table.settings = tuple(saved["metrics"]), choices, None
+        table.device, table.fingerprint = saved.get("device", "unknown"), saved.get("fingerprint")
+        table.calibration = dict(saved.get("calibration", {}))
+        table.info_table = {m: {k: list(v) for k, v in saved["info_table"][m].items()} for m in table.metrics}
+        table.base = {m: float(saved["base"][m]) for m in table.metrics}
+        table.models = {m: cost_model_from_dict(saved["cost_models"][m]) for m in table.metrics}
+        table.gates = {g: {int(i): list(labels) for i, labels in row.items()} for g, row in saved["gates"].items()}
+        table.path_gates = {path: (gate[0], int(gate[1])) for path, gate in saved["path_gates"].items()}
+        return table
 
     save = BaseLookUpTable.save
 
@@ -239,11 +283,17 @@ def _forward(network: Module, input_shape: Sequence[int]) -> nn.Variable:
         network.training = was
 
 
-def count_network(network: Searchable, arch: Mapping[str, Any], input_shape: Sequence[int]) -> Dict[str, float]:
-    """FLOPs / params of the graph ``arch`` computes in the supernet (sample mode)."""
+def measure_network(
+    network: Searchable,
+    arch: Mapping[str, Any],
+    input_shape: Sequence[int],
+    metrics: Sequence[str] = COUNTED_METRICS,
+    settings: MeasureSettings | None = None,
+) -> Dict[str, float]:
+    """``metrics`` of the graph ``arch`` computes in the supernet (sample mode)."""
     saved = network.active_arch()
     try:
         network.set_active(arch)
-        return count_module(network, tuple(input_shape))
+        return measure_module(network, tuple(input_shape), metrics, settings)
     finally:
         network.set_active(saved)

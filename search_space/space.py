@@ -10,8 +10,10 @@ from typing import Any, Mapping, Sequence, Tuple, Type
 
 from nnabla.core.module import Module
 
+from core.errors import ArchitectureError
 from core.registries import SEARCH_SPACES
 from core.typed import check_ranges
+from hardware.measure import MeasureSettings
 from search_space.base_lookup_table import COUNTED_METRICS, BaseLookUpTable
 from search_space.base_model import BaseModel
 from search_space.base_supernet import BaseSupernet
@@ -63,19 +65,45 @@ class SearchSpace:
             return model(arch, *self.model_cfg(params, data), superlayer_builder=self.supernet.superlayer_builder)
         return standalone(self.build_supernet(params, data), arch, (data.in_channels, data.input_size, data.input_size))
 
-    def build_lookup_table(self, params: Any, data: DataInfo, metrics: Sequence[str] = COUNTED_METRICS) -> Any:
-        """Count every candidate's cost at its position."""
+    def build_lookup_table(
+        self,
+        params: Any,
+        data: DataInfo,
+        metrics: Sequence[str] = COUNTED_METRICS,
+        settings: MeasureSettings | None = None,
+        progress: bool = False,
+    ) -> Any:
+        """Count (flops, params) or measure (latency, memory) every candidate's cost at its position."""
         if self.macro:
             table = self.lookup_table or BaseLookUpTable
             builder = self.supernet.superlayer_builder
-            return table(*self.model_cfg(params, data), data, metrics=metrics, superlayer_builder=builder)
+            return table(
+                *self.model_cfg(params, data),
+                data,
+                metrics=metrics,
+                superlayer_builder=builder,
+                settings=settings,
+                progress=progress,
+            )
         shape = (data.in_channels, data.input_size, data.input_size)
-        return ObservedLookUpTable(self.build_supernet(params, data), shape, metrics)
+        return ObservedLookUpTable(self.build_supernet(params, data), shape, metrics, settings)
 
-    def load_lookup_table(self, path: str, params: Any, data: DataInfo) -> BaseLookUpTable:
-        """Read a saved table, checking it belongs to this space configuration."""
-        table = self.lookup_table or BaseLookUpTable
-        return table.load(path, *self.model_cfg(params, data), data, self.supernet.superlayer_builder)
+    def table_from_dict(self, saved: Mapping[str, Any], params: Any, data: DataInfo) -> Any:
+        """A table from its ``to_dict`` form; ArchitectureError if it was built for other choices."""
+        if self.macro:
+            table = self.lookup_table or BaseLookUpTable
+            lut = table(
+                *self.model_cfg(params, data),
+                data,
+                metrics=saved["metrics"],
+                table=saved,
+                superlayer_builder=self.supernet.superlayer_builder,
+            )
+        else:
+            lut = ObservedLookUpTable.from_dict(saved, self.choices(params, data))
+        if saved.get("choices") != lut.choices.to_dict():
+            raise ArchitectureError("the lookup table was built for a different search space")
+        return lut
 
 
 def register_space(

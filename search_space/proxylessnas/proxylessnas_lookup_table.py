@@ -1,4 +1,4 @@
-"""ProxylessNAS lookup table: FLOPs/params of every candidate counted from its nnabla graph."""
+"""ProxylessNAS lookup table: every candidate counted (FLOPs, params) or measured (latency, memory) in place."""
 
 from typing import Dict, List, Sequence, Tuple
 
@@ -11,4 +11,4 @@ class ProxylessNASLookUpTable(BaseLookUpTable):
     def construct_info_table(
         self, metrics: Sequence[str]
     ) -> Tuple[Dict[str, Dict[str, List[float]]], Dict[str, float]]:
-        return self.count_search_stage(metrics), self.count_fixed_stages(metrics)
+        return self.measure_search_stage(metrics), self.measure_fixed_stages(metrics)
