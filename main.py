@@ -93,10 +93,14 @@ def main(argv: List[str] | None = None) -> int:
 def summary(metrics: Dict[str, Any], run_dir: str) -> str:
     """The lines printed at the end of a run."""
     lines = [f"run directory: {run_dir}", f"architecture: {metrics.get('arch')}"]
-    for key in ("flops", "params", "target_hc", "supernet_valid_accuracy", "test_accuracy"):
+    keys = ("flops", "params", "latency", "measured_latency", "memory", "measured_memory", "target_hc")
+    for key in (*keys, "supernet_valid_accuracy", "test_accuracy"):
         value = metrics.get(key)
         if value is not None:
-            lines.append(f"{key}: {value:.4f}" if key.endswith("accuracy") else f"{key}: {value:,.0f}")
+            if key.endswith("accuracy"):
+                lines.append(f"{key}: {value:.4f}")
+            else:  # counts as integers, measured values (ms, bytes) and fractional targets as they are
+                lines.append(f"{key}: {value:,.0f}" if float(value).is_integer() else f"{key}: {value:.4g}")
     return "\n".join(lines)
 
 
