@@ -138,3 +138,23 @@ def test_latency_budget_holds_for_the_measured_network(tmp_path, proxyless, tiny
     assert metrics["latency"] <= target  # the table's (calibrated) prediction is within it too
     assert metrics["measured_latency"] == json.loads((run / "searched_arch.json").read_text())["measured_latency"]
     assert "lookup table: reused" in (run / "log.txt").read_text()  # the saved table's fingerprint matched
+
+
+def test_a_skipped_layer_computes_nothing_in_the_standalone_network(proxyless, tiny_params, digits_info):
+    """Measured latency is what runs: a skip is a pass-through, no identity / zero-multiply function remains."""
+    choices = proxyless.choices(tiny_params, digits_info)
+    skippable = [label for label, c in choices.items() if "skip" in c.values]
+    assert skippable
+    base = {label: c.values[0] for label, c in choices.items()}
+    skipped = {**base, **{label: "skip" for label in skippable}}
+
+    def functions(arch):
+        x, y = forward_graph(proxyless.build_model(tiny_params, digits_info, arch), (1, 8, 8))
+        found = []
+        y.visit(lambda f: found.append((f.info.type_name, f.info.args)))
+        return found
+
+    full, lean = functions(base), functions(skipped)
+    assert not [f for f in lean if f[0] == "Identity" or (f[0] == "MulScalar" and f[1].get("val") == 0)]
+    per_block = (len(full) - len(lean)) / len(skippable)
+    assert per_block > 0 and float(per_block).is_integer()  # every skipped block removed all of its functions
