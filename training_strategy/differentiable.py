@@ -5,8 +5,9 @@ Weights train on one part of the train split (the loop's steps), architecture pa
 BatchNorm uses batch statistics in the architecture step, as the DARTS reference does.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Hashable, List, Literal, Mapping, Tuple
+from typing import Any, Dict, Hashable, Iterable, Iterator, List, Literal, Mapping, Sequence, Tuple
 
 import nnabla as nn
 import nnabla.functions as F
@@ -21,6 +22,42 @@ from dataset.base import STREAM_VALID, ArrayDataset, split_indices, train_iterat
 from search_space.base_supernet import BaseSupernet
 from search_space.mutables import Decision, split_weights, straight_through
 from training_strategy.base import BaseTrainingStrategy, StrategyContext
+
+
+def set_need_grad(variables: Iterable[nn.Variable], need: bool) -> None:
+    """Whether passes compute gradients for ``variables`` (nnabla reads ``need_grad`` at every forward and
+    backward, so a built graph needs no rebuild; a function none of whose inputs need one is skipped)."""
+    for v in variables:
+        v.need_grad = need
+
+
+@contextmanager
+def no_grad_for(variables: Sequence[nn.Variable]) -> Iterator[None]:
+    """``need_grad = False`` on ``variables`` inside the block (restored after)."""
+    saved = [v.need_grad for v in variables]
+    set_need_grad(variables, False)
+    try:
+        yield
+    finally:
+        for v, need in zip(variables, saved):
+            v.need_grad = need
+
+
+def graph_leaves(output: nn.Variable, exclude: Iterable[nn.Variable] = ()) -> List[nn.Variable]:
+    """The Variables without parent that ``output``'s graph reads and that need a gradient (its weights), as the
+    graph holds them: a module's parameter enters a graph as its own Variable (sharing data and gradient with the
+    one ``get_parameters`` returns, not its ``need_grad``)."""
+    skip = {hash(v) for v in exclude}
+    found: List[nn.Variable] = []
+    leaf = lambda v: v.parent is None and v.need_grad and hash(v) not in skip  # noqa: E731
+    output.visit(lambda f: found.extend(v for v in f.inputs if leaf(v)))
+    return found
+
+
+def release(output: nn.Variable) -> None:
+    """Free what ``output``'s graph still holds after its passes (recomputed data that no backward step used up,
+    e.g. in the part of the graph that needs no gradient) before the other graph's passes allocate theirs."""
+    output.visit(lambda f: [v.data.clear() for v in f.outputs if not v.persistent])
 
 
 @dataclass(frozen=True)
@@ -139,16 +176,27 @@ class Differentiable(BaseTrainingStrategy):
         self.tau = p.tau_max * (p.tau_min / p.tau_max) ** (epoch / max(1, self.epochs - 1))
         if p.algorithm == "gumbel":
             self._resample(supernet.decisions())
-        if epoch < p.arch_warmup_epochs:
-            return
+        set_need_grad(self.alphas.values(), True)
+        if epoch >= p.arch_warmup_epochs:
+            self._arch_step(supernet)
+        set_need_grad(self.alphas.values(), False)  # the weight step computes no alpha gradient (after_step restores)
+
+    def after_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
+        """The alphas need their gradient again (the weight step did not compute it)."""
+        set_need_grad(self.alphas.values(), True)
+
+    def _arch_step(self, supernet: BaseSupernet) -> None:
+        p = self.params
         x, t, loss = self._graph(supernet)
         x.d, t.d = self.arch_iter.next()
         self.solver.zero_grad()
         if p.order == 2 and p.algorithm == "darts":
             self._second_order(supernet, x, t, loss)
         else:
-            loss.forward(clear_no_need_grad=True)
-            loss.backward(clear_buffer=True)
+            with no_grad_for(self._graph_weights):  # the alpha step computes no weight gradient
+                loss.forward(clear_no_need_grad=True)
+                loss.backward(clear_buffer=True)
+        release(loss)
         self.solver.weight_decay(p.arch_optimizer.weight_decay)
         self.solver.update()
 
@@ -160,6 +208,7 @@ class Differentiable(BaseTrainingStrategy):
                 supernet, self.context.batch_size, self.context.arch_data.images.shape[1:]
             )
             self._arch_graph = (key, (x, t, loss))
+            self._graph_weights = graph_leaves(loss, exclude=self.alphas.values())
         return self._arch_graph[1]
 
     def _second_order(self, supernet: BaseSupernet, x: nn.Variable, t: nn.Variable, loss: nn.Variable) -> None:
