@@ -1,5 +1,6 @@
 """Search agent: train the supernet, search it under the hardware budget, save the arch, retrain it."""
 
+import dataclasses
 import os
 import time
 from typing import Any, Dict, Mapping, Tuple
@@ -26,6 +27,7 @@ from training_strategy.evaluation import evaluate_network, recalibrate_bn
 
 SUPERNET = "supernet"
 JOURNAL = "search_journal.jsonl"
+LOOKUP_TABLE = "lookup_table.json"
 #: architectures measured whole, best first, to find one within a measured budget
 MEASURED_CHECKS = 10
 
@@ -42,8 +44,11 @@ class SearchAgent(BaseAgent):
         self.logger.info(
             "search space %s: %d decisions, %.3g architectures", self.space.name, len(choices), choices.size()
         )
+        hw = cfg.hardware
+        if resume and os.path.exists(self.path(LOOKUP_TABLE)):  # a resumed search prices with the run's own table
+            hw = dataclasses.replace(hw, lookup_table=self.path(LOOKUP_TABLE), on_mismatch="refuse")
         self.lut = obtain_lookup_table(
-            self.space, cfg.search_space, info, cfg.hardware, cfg.context, self.logger, self.io.progress
+            self.space, cfg.search_space, info, hw, cfg.context, self.logger, self.io.progress
         )
         if getattr(self.lut, "path_gates", None):  # cell edges a node does not take are not trained in a step
             self.supernet.set_gates(self.lut.path_gates)
@@ -101,7 +106,7 @@ class SearchAgent(BaseAgent):
     def run(self) -> Dict[str, Any]:
         cfg = self.config
         t0 = time.time()
-        self.lut.save(self.path("lookup_table.json"))
+        self.lut.save(self.path(LOOKUP_TABLE))
         self.loop.run()
         t_train = time.time() - t0
         result = self._search()
