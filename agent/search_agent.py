@@ -91,10 +91,12 @@ class SearchAgent(BaseAgent):
             )
 
     def _budget(self, lut: BaseLookUpTable) -> Budget:
+        """The budget metric's cost model, with the target if there is one (a multi-objective search trades the
+        objective against this cost even without a target)."""
         hw = self.config.hardware
-        if hw.target_hc is None:
-            return Budget.unconstrained()
         model = lut.cost_model(hw.info_metric)
+        if hw.target_hc is None:
+            return Budget(hw.info_metric, None, additive=model)
         cheapest = model.min_cost()
         if cheapest > hw.target_hc:
             raise ConfigError(
@@ -132,6 +134,13 @@ class SearchAgent(BaseAgent):
             },
         )
         write_json(self.path("search_history.json"), result.to_dict())
+        if result.front is not None:
+            write_json(
+                self.path("pareto.json"),
+                {"objective": self.strategy.params.objective, "cost": cfg.hardware.info_metric,
+                 "front": result.to_dict()["front"]},
+            )  # fmt: skip
+            self.logger.info("Pareto front: %d architectures (pareto.json)", len(result.front))
         self._plot(result)
         metrics: Dict[str, Any] = {
             "agent": "search",

@@ -24,3 +24,37 @@ def pareto_front(points: Sequence[Tuple[float, float]]) -> List[int]:
             front.extend(i for _, neg, i in group if -neg == top)
             best = top
     return front
+
+
+def non_dominated_sort(points: Sequence[Tuple[float, float]]) -> List[List[int]]:
+    """Fronts of ``(objective, cost)`` points: the first is ``pareto_front``, the next the front of the rest, ...
+
+    Every index appears in exactly one front (points with a NaN coordinate form the last one).
+    """
+    remaining = list(range(len(points)))
+    fronts: List[List[int]] = []
+    while remaining:
+        front = [remaining[k] for k in pareto_front([points[i] for i in remaining])]
+        if not front:  # only NaN points are left
+            fronts.append(remaining)
+            break
+        fronts.append(front)
+        taken = set(front)
+        remaining = [i for i in remaining if i not in taken]
+    return fronts
+
+
+def crowding_distance(points: Sequence[Tuple[float, float]], front: Sequence[int]) -> List[float]:
+    """NSGA-II crowding distance of each index of ``front``: the normalised side lengths of the box its two
+    neighbours span, summed over objective and cost; the extreme points of either coordinate get infinity."""
+    distance = {i: 0.0 for i in front}
+    for axis in (0, 1):
+        order = sorted(front, key=lambda i: (points[i][axis], i))
+        low, high = points[order[0]][axis], points[order[-1]][axis]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        if high == low:
+            continue
+        for k in range(1, len(order) - 1):
+            gap = points[order[k + 1]][axis] - points[order[k - 1]][axis]
+            distance[order[k]] += gap / (high - low)
+    return [distance[i] for i in front]

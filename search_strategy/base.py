@@ -8,6 +8,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Tuple
 import numpy as np
 
 from core.errors import ArchitectureError, ConfigError
+from core.pareto import pareto_front
 from core.suggest import did_you_mean
 from core.typed import PositiveInt, check_ranges
 from search_space.choices import Arch, SearchSpaceChoices, arch_key
@@ -96,6 +97,8 @@ class SearchResult:
     #: one entry per evaluated architecture: {"arch", "metrics", "cost", "generation"}
     history: List[Dict[str, Any]]
     evaluations: int
+    #: multi-objective searches: the history entries on the Pareto front of objective vs cost, cheapest first
+    front: List[Dict[str, Any]] | None = None
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-ready data (numpy scalars turned into Python numbers)."""
@@ -104,6 +107,7 @@ class SearchResult:
             "best_metrics": _plain(self.best_metrics),
             "history": _plain(self.history),
             "evaluations": int(self.evaluations),
+            **({} if self.front is None else {"front": _plain(self.front)}),
         }
 
 
@@ -177,6 +181,12 @@ class SearchTracker:
                 }
             )
         return entry
+
+    def front(self) -> List[Dict[str, Any]]:
+        """The entries on the Pareto front of the objective (maximised) vs the cost (minimised), cheapest first."""
+        costs = [math.nan if e["cost"] is None else e["cost"] for e in self.history]
+        points = [(self.score(e), c) for e, c in zip(self.history, costs)]
+        return [dict(self.history[i]) for i in pareto_front(points)]
 
     def top(self, k: int) -> List[Dict[str, Any]]:
         """The ``k`` best history entries, best first (ties: earliest evaluated first)."""

@@ -6,11 +6,12 @@ that respect the restriction, so no child is over budget and none is blindly rej
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Literal, Mapping
 
 import numpy as np
 
 from core.errors import ConfigError
+from core.pareto import crowding_distance, non_dominated_sort
 from core.registries import SEARCH_STRATEGIES
 from core.typed import PositiveInt, Probability
 from search_space.choices import Arch, SearchSpaceChoices
@@ -43,6 +44,9 @@ class EvolutionParams(SearchParams):
     mutation_prob: Probability = 0.1
     #: share of each new generation made by mutation; the rest by uniform crossover of two parents
     mutation_ratio: Probability = 0.5
+    #: parents: the best by the objective, or NSGA-II ranks of objective vs the budget metric's cost (``pareto``:
+    #: the result also holds the Pareto front of everything evaluated)
+    selection: Literal["objective", "pareto"] = "objective"
 
 
 @SEARCH_STRATEGIES.register("evolution")
@@ -69,16 +73,21 @@ class EvolutionSearch(BaseSearchStrategy):
     ) -> SearchResult:
         """Random initial population, then ``generations - 1`` rounds of selection, mutation and crossover."""
         p = self.params
+        if p.selection == "pareto" and budget.cost is None:
+            raise ConfigError(
+                "search_strategy.selection: pareto trades the objective against a cost, and the budget has none; "
+                "give the search a cost model (hardware.info_metric with a lookup table)"
+            )
         tracker = self.tracker(evaluate, budget, progress)
         for _ in range(p.population):
             arch = self.sample_new(choices, budget, rng, tracker)
             if arch is None:
-                return tracker.result()
+                return self._result(tracker)
             tracker.evaluate(arch, generation=0)
         n_mutation = int(round(p.mutation_ratio * p.population))
         breeds: Dict[str, Breed] = {"mutate": self.mutation_space, "crossover": self.crossover_space}
         for generation in range(1, p.generations):
-            parents = [entry["arch"] for entry in tracker.top(p.parents)]
+            parents = self.select_parents(tracker, p.parents)
             exhausted = {"mutate": False, "crossover": False}  # parents are fixed within a generation
             for i in range(p.population):
                 name = "mutate" if i < n_mutation else "crossover"
@@ -89,9 +98,27 @@ class EvolutionSearch(BaseSearchStrategy):
                 if child is None:
                     child = self.sample_new(choices, budget, rng, tracker)
                 if child is None:
-                    return tracker.result()
+                    return self._result(tracker)
                 tracker.evaluate(child, generation=generation)
-        return tracker.result()
+        return self._result(tracker)
+
+    def select_parents(self, tracker: SearchTracker, k: int) -> List[Arch]:
+        """The ``k`` parents: the best by the objective, or (``pareto``) by non-dominated front, then crowding
+        distance (NSGA-II: spread along the front), then evaluation order."""
+        if self.params.selection == "objective":
+            return [entry["arch"] for entry in tracker.top(k)]
+        points = [(tracker.score(e), float(e["cost"])) for e in tracker.history]
+        ranked: List[int] = []
+        for front in non_dominated_sort(points):
+            crowd = crowding_distance(points, front)
+            ranked.extend(i for _, i in sorted(zip(crowd, front), key=lambda t: (-t[0], t[1])))
+        return [tracker.history[i]["arch"] for i in ranked[:k]]
+
+    def _result(self, tracker: SearchTracker) -> SearchResult:
+        result = tracker.result()
+        if self.params.selection == "pareto":
+            result.front = tracker.front()
+        return result
 
     def mutation_space(
         self, parents: List[Arch], choices: SearchSpaceChoices, rng: np.random.Generator
