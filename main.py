@@ -3,7 +3,6 @@
 import argparse
 import os
 import sys
-import time
 from typing import Any, Dict, List, Tuple
 
 from core.config import Config, check_resume_changes, dump_config, load_config
@@ -11,6 +10,7 @@ from core.errors import NASError
 from core.registries import AGENTS
 from core.run_logging import attach_log_file, setup_logger
 from core.run_state import remove_temporary_files
+from core.rundir import default_title, new_run_dir
 
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
@@ -32,16 +32,6 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     return p.parse_intermixed_args(argv)  # overrides may come before or after the flags
 
 
-def new_run_dir(output_dir: str, title: str) -> str:
-    """The path of a new run directory; an existing one is never reused or overwritten."""
-    if not title or os.sep in title or title in (".", ".."):
-        raise NASError(f"--title {title!r}: must be a plain directory name")
-    run_dir = os.path.join(output_dir, title)
-    if os.path.exists(run_dir):
-        raise NASError(f"run directory {run_dir} already exists; choose another --title")
-    return run_dir
-
-
 def resolve_run(args: argparse.Namespace) -> Tuple[Config, str]:
     """The validated config and run directory of a new run, or of the run ``--resume`` continues."""
     if args.resume:
@@ -54,8 +44,7 @@ def resolve_run(args: argparse.Namespace) -> Tuple[Config, str]:
     if not args.config:
         raise NASError("-c CONFIG is required (or --resume RUN_DIR)")
     config = load_config(args.config, args.overrides)
-    stem = os.path.splitext(os.path.basename(args.config))[0]
-    title = args.title or f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    title = args.title or default_title(args.config)
     return config, new_run_dir(args.output_dir or config.output_dir, title)
 
 

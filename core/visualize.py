@@ -310,3 +310,39 @@ def _cost(entry: Mapping[str, Any], metric: str) -> float | None:
     if cost is None:
         cost = entry.get("metrics", {}).get(metric)
     return None if cost is None else float(cost)
+
+
+# --------------------------------------------------------------------------------------- lut_accuracy.png
+
+
+def plot_lut_accuracy(report: Mapping[str, Any], path: str) -> None:
+    """Predicted against measured cost of every validated network (``hardware.validate`` report), raw and
+    calibrated, with the identity line and the figures of each."""
+    nets = report["networks"]
+    measured = [n["measured"] for n in nets]
+    metric, unit = report["metric"], report["unit"]
+    fig = Figure(figsize=(5.6, 5.0), layout="constrained")
+    ax = fig.add_subplot()
+    series = [("raw", "predicted_raw", "#bab0ac", "o")]
+    if "calibrated" in report:
+        series.append(("calibrated", "predicted", "#4e79a7", "s"))
+    values = list(measured)
+    for kind, key, colour, marker in series:
+        f = report[kind]
+        predicted = [n[key] for n in nets]
+        values += predicted
+        label = f"{kind}: Spearman {f['spearman']:.3f}, MAPE {100 * f['mape']:.1f}%"
+        ax.scatter(measured, predicted, s=20, color=colour, marker=marker, alpha=0.85, label=label, zorder=2)
+    lo, hi = min(values), max(values)
+    pad = 0.04 * (hi - lo or abs(hi) or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#333333", lw=1.0, ls="--", label="exact", zorder=1)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: human(x, 3)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: human(x, 3)))
+    ax.set_xlabel(f"measured {metric} ({unit})")
+    ax.set_ylabel(f"lookup-table {metric} ({unit})")
+    ax.set_title(f"{report['search_space']}: {report['samples']} whole networks, input {report['input']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    _save(fig, path)

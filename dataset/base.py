@@ -117,6 +117,14 @@ class BaseDataset(abc.ABC):
     def load(self) -> DatasetSplits:
         """Read (or generate) the data and return the normalised splits."""
 
+    def info(self) -> DataInfo:
+        """What a network built for this data sees (classes, channels, input size), as ``load().info`` gives it.
+
+        Datasets that know it from their params alone override this, so a lookup table can be built and checked
+        without reading the data.
+        """
+        return self.load().info
+
 
 def check_common_params(params: DatasetParams) -> None:
     """ConfigError naming the first invalid field (ranges of the Params annotations, then mean/std)."""

@@ -19,6 +19,7 @@ from dataset.base import (
     make_splits,
     subsample,
 )
+from search_space.spec import DataInfo
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -111,6 +112,10 @@ class CifarDataset(BaseDataset):
                 f"re-extract the python version from {CIFAR_URL} by hand"
             )
         return path
+
+    def info(self) -> DataInfo:
+        """Colour images at ``input_size`` with the dataset's class count (no file is read)."""
+        return DataInfo(num_classes=self.num_classes, in_channels=3, input_size=self.params.input_size)
 
     def load(self) -> DatasetSplits:
         """The train/valid/test splits (train/valid from the training batches, test from the test batch)."""

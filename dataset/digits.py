@@ -7,6 +7,7 @@ import numpy as np
 from core.registries import DATASETS
 from core.typed import OpenFraction, PositiveInt
 from dataset.base import BaseDataset, DatasetParams, DatasetSplits, holdout_test, make_splits
+from search_space.spec import DataInfo
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,7 @@ class DigitsDataset(BaseDataset):
         labels = np.asarray(raw.target, dtype=np.int32)
         trainval, test = holdout_test(images, labels, self.params.test_portion, self.params.split_seed)
         return make_splits(self.params, trainval, test, num_classes=10, source="digits")
+
+    def info(self) -> DataInfo:
+        """Ten classes of grey images at ``input_size``."""
+        return DataInfo(num_classes=10, in_channels=1, input_size=self.params.input_size)

@@ -17,6 +17,7 @@ from dataset.base import (
     make_splits,
     resize_images,
 )
+from search_space.spec import DataInfo
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,8 @@ class SyntheticDataset(BaseDataset):
         images, labels = make_synthetic(p.num_classes, p.channels, p.input_size, p.samples, p.noise, p.split_seed)
         trainval, test = holdout_test(images, labels, p.test_portion, p.split_seed)
         return make_splits(p, trainval, test, num_classes=p.num_classes, source="synthetic")
+
+    def info(self) -> DataInfo:
+        """The configured classes, channels and size."""
+        p = self.params
+        return DataInfo(num_classes=p.num_classes, in_channels=p.channels, input_size=p.input_size)

@@ -11,13 +11,14 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from core.config import HardwareConfig
 from core.errors import ArchitectureError, ConfigError
 from hardware.measure import COUNTED_METRICS, MEASURED_METRICS, MeasureSettings, environment, measure_module
+from search_space.choices import Arch
 from search_space.spec import DataInfo
 
 
@@ -87,9 +88,7 @@ def obtain_lookup_table(
         logger.info("lookup table: %s differs in %s; rebuilding it", path, ", ".join(differs))
     table = space.build_lookup_table(params, data, metrics, settings, progress)
     table.fingerprint = expected
-    for m, fit in calibrate(
-        table, space, params, data, settings, hw.calibration_samples, np.random.default_rng(0)
-    ).items():
+    for m, fit in calibrate(table, space, params, data, settings, hw.calibration_samples).items():
         logger.info(
             "lookup table: %s calibrated on %d networks: x%.4g %+.4g (error %.1f%% -> %.1f%%)",
             m, fit["samples"], fit["scale"], fit["offset"], 100 * fit["raw_mape"], 100 * fit["fitted_mape"],
@@ -114,8 +113,16 @@ def read_table(path: str) -> Dict[str, Any]:
     return saved
 
 
-def calibrate(table: Any, space: Any, params: Any, data: DataInfo, settings: MeasureSettings, samples: int,
-              rng: np.random.Generator) -> Dict[str, Dict[str, float]]:  # fmt: skip
+def calibration_archs(choices: Any, samples: int) -> List[Arch]:
+    """The whole networks a table is calibrated on: ``samples`` draws of one fixed stream, the same for every build
+    of the same space (so an accuracy report can leave them out)."""
+    rng = np.random.default_rng(0)
+    return [choices.sample(rng) for _ in range(samples)]
+
+
+def calibrate(
+    table: Any, space: Any, params: Any, data: DataInfo, settings: MeasureSettings, samples: int
+) -> Dict[str, Dict[str, float]]:
     """Fit ``measured = scale * sum + offset`` per measured metric of ``table`` on ``samples`` random standalone
     networks measured whole, and store it in ``table.calibration``.
 
@@ -127,7 +134,7 @@ def calibrate(table: Any, space: Any, params: Any, data: DataInfo, settings: Mea
     if not measured or samples < 2:
         return {}
     shape = (data.in_channels, data.input_size, data.input_size)
-    archs = [table.choices.sample(rng) for _ in range(samples)]
+    archs = calibration_archs(table.choices, samples)
     whole = [measure_module(space.build_model(params, data, a), shape, measured, settings) for a in archs]
     for m in measured:
         raw = np.array([table.predict(a, m, raw=True) for a in archs])

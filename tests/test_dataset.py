@@ -288,6 +288,25 @@ def test_image_folder_grey_holdout_and_errors(tmp_path):
         load("image_folder", root=str(tmp_path))
 
 
+def test_info_without_reading_equals_the_loaded_data(tmp_path, cifar10_dir):
+    """A dataset's ``info()`` (what a lookup table is built for) is what its loaded splits hold; CIFAR's needs no
+    file, the others derive it from what they read."""
+    write_tree(tmp_path / "folder", "train", 3)
+    cases = [
+        ("digits", {"input_size": 12}),
+        ("synthetic", {"num_classes": 3, "channels": 2, "input_size": 6, "samples": 30}),
+        ("cifar10", {"root": str(cifar10_dir[0]), "input_size": 16}),
+        ("image_folder", {"root": str(tmp_path / "folder"), "channels": 1, "input_size": 4}),
+    ]
+    for name, params in cases:
+        cls = DATASETS.get(name)
+        ds = cls(cls.Params(**params))
+        assert ds.info() == ds.load().info, name
+    absent = DATASETS.get("cifar100")
+    info = absent(absent.Params(root=str(tmp_path / "nowhere"), input_size=24)).info()
+    assert (info.num_classes, info.in_channels, info.input_size) == (100, 3, 24)
+
+
 # --- registry contract ------------------------------------------------------------------------------------------
 
 
