@@ -71,8 +71,9 @@ class TrainConfig:
 class HardwareConfig:
     """The hardware budget (which lookup-table metric constrains the search, and its target) and the table.
 
-    ``flops`` (multiply-accumulates) and ``params`` are counted from the graph; ``latency`` (ms, median of
-    ``runs`` timed forward passes after ``warmup``, at ``batch_size``, on the run's context) and ``memory``
+    ``flops`` (multiply-accumulates) and ``params`` are counted from the graph; ``latency`` (ms: ``runs`` timed
+    forward passes after ``warmup`` in ``rounds`` interleaved rounds, the smallest round median, at ``batch_size``,
+    on the run's context) and ``memory``
     (bytes: parameters + peak activations of a forward pass at ``batch_size``) are measured on this machine.
     """
 
@@ -82,10 +83,12 @@ class HardwareConfig:
     lookup_table: str | None = None
     #: a saved table whose fingerprint (space, input, measurement settings, machine) differs: rebuild or refuse
     on_mismatch: Literal["rebuild", "refuse"] = "rebuild"
-    #: measured metrics: batch size, warm-up passes and timed passes (the median is kept)
+    #: measured metrics: batch size, warm-up passes, timed passes in all, spread over interleaved rounds (a graph's
+    #: latency is its smallest round median: robust to the slow phases of a machine shared with other work)
     batch_size: PositiveInt = 1
     warmup: NonNegativeInt = 3
     runs: PositiveInt = 15
+    rounds: PositiveInt = 3
     #: measured metrics: random whole networks measured to calibrate the table's sums (0: raw sums)
     calibration_samples: NonNegativeInt = 8
 

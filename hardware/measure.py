@@ -1,7 +1,10 @@
 """Measured and estimated costs of a module on one input shape: latency (ms), memory (bytes), FLOPs, parameters.
 
-- ``latency``: median wall time of an inference forward pass of the module's nnabla graph (built once), after
-  warm-up runs, at the configured batch size, on the current nnabla context.
+- ``latency``: wall time of an inference forward pass of the module's nnabla graph (built once), after warm-up
+  runs, at the configured batch size, on the current nnabla context. The timed runs are spread over interleaved
+  rounds (every graph of a batch of measurements once per round) and a graph's latency is its smallest round
+  median: a machine shared with other work runs slow for seconds at a time, and a graph timed only during such a
+  phase would read high, while the rounds give every graph several chances at a quiet moment.
 - ``memory``: parameter bytes (every leaf the graph reads other than its input: weights and BatchNorm
   statistics) plus the peak activation bytes of the forward pass, where a buffer (the input included) lives
   from the function that writes it to the last function that reads it.
@@ -11,12 +14,13 @@
 saved lookup table keeps it in its fingerprint.
 """
 
+import math
 import os
 import platform
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 import nnabla as nn
 import numpy as np
@@ -35,11 +39,13 @@ UNITS = {"flops": "MACs", "params": "parameters", "latency": "ms", "memory": "by
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    """How latency is measured: batch size, warm-up runs and timed runs (the median is kept)."""
+    """How latency is measured: batch size, warm-up runs, timed runs in all, and the interleaved rounds they are
+    spread over (each round's median is taken; the smallest is kept)."""
 
     batch_size: PositiveInt = 1
     warmup: NonNegativeInt = 3
     runs: PositiveInt = 15
+    rounds: PositiveInt = 3
 
 
 def forward_graph(module: Module, input_shape: Sequence[int], batch_size: int = 1) -> Tuple[nn.Variable, nn.Variable]:
@@ -56,19 +62,34 @@ def forward_graph(module: Module, input_shape: Sequence[int], batch_size: int = 
         module.training = was
 
 
+def graphs_latency_ms(
+    graphs: Sequence[nn.Variable], settings: MeasureSettings, progress: Callable[[], None] | None = None
+) -> List[float]:
+    """Milliseconds of ``y.forward()`` for every graph ``y``: ``settings.runs`` timed runs in all, in
+    ``settings.rounds`` rounds that each time every graph once (after ``warmup`` runs in the first); each
+    graph's smallest round median. A graph computed by nothing (a pass-through) takes 0. ``progress`` is called
+    once per graph and round."""
+    per_round = max(1, math.ceil(settings.runs / settings.rounds))
+    best = [0.0 if y.parent is None else math.inf for y in graphs]
+    for r in range(settings.rounds):
+        for i, y in enumerate(graphs):
+            if y.parent is not None:
+                for _ in range(settings.warmup if r == 0 else 0):
+                    y.forward(clear_no_need_grad=True)
+                times = []
+                for _ in range(per_round):
+                    t = time.perf_counter()
+                    y.forward(clear_no_need_grad=True)
+                    times.append(time.perf_counter() - t)
+                best[i] = min(best[i], 1000.0 * statistics.median(times))
+            if progress is not None:
+                progress()
+    return best
+
+
 def graph_latency_ms(y: nn.Variable, settings: MeasureSettings) -> float:
-    """Median milliseconds of ``y.forward()`` over ``settings.runs`` runs after ``settings.warmup`` (0 when ``y``
-    is computed by nothing: a pass-through)."""
-    if y.parent is None:
-        return 0.0
-    for _ in range(settings.warmup):
-        y.forward(clear_no_need_grad=True)
-    times = []
-    for _ in range(settings.runs):
-        t = time.perf_counter()
-        y.forward(clear_no_need_grad=True)
-        times.append(time.perf_counter() - t)
-    return 1000.0 * statistics.median(times)
+    """``graphs_latency_ms`` of one graph."""
+    return graphs_latency_ms([y], settings)[0]
 
 
 def graph_memory(x: nn.Variable, y: nn.Variable) -> Dict[str, float]:
@@ -104,18 +125,39 @@ def measure_module(
 ) -> Dict[str, float]:
     """Every metric of ``metrics`` for ``module`` on ``input_shape``: FLOPs and parameters per sample, latency
     and memory at ``settings.batch_size``."""
+    return measure_modules([(module, input_shape)], metrics, settings)[0]
+
+
+def measure_modules(
+    items: Iterable[Tuple[Module, Sequence[int]]],
+    metrics: Sequence[str],
+    settings: MeasureSettings | None = None,
+    progress: Callable[[], None] | None = None,
+) -> List[Dict[str, float]]:
+    """``measure_module`` of every ``(module, input shape)``, the latencies timed together in interleaved rounds.
+
+    Each item's graphs are built when the item is drawn, so ``items`` may yield one module in several states
+    (a superlayer with each candidate active in turn). ``progress`` is called once per graph and timing round.
+    """
     settings = settings or MeasureSettings()
-    out: Dict[str, float] = {}
-    if any(m in COUNTED_METRICS for m in metrics):
-        out.update(count_graph(forward_graph(module, input_shape, 1)[1]))
-    if any(m in MEASURED_METRICS for m in metrics):
-        x, y = forward_graph(module, input_shape, settings.batch_size)
-        if "memory" in metrics:
-            mem = graph_memory(x, y)
-            out["memory"] = mem["param_bytes"] + mem["activation_bytes"]
-        if "latency" in metrics:
-            out["latency"] = graph_latency_ms(y, settings)
-    return {m: out[m] for m in metrics}
+    outs: List[Dict[str, float]] = []
+    graphs: List[nn.Variable] = []
+    for module, input_shape in items:
+        out: Dict[str, float] = {}
+        if any(m in COUNTED_METRICS for m in metrics):
+            out.update(count_graph(forward_graph(module, input_shape, 1)[1]))
+        if any(m in MEASURED_METRICS for m in metrics):
+            x, y = forward_graph(module, input_shape, settings.batch_size)
+            if "memory" in metrics:
+                mem = graph_memory(x, y)
+                out["memory"] = mem["param_bytes"] + mem["activation_bytes"]
+            if "latency" in metrics:
+                graphs.append(y)
+        outs.append(out)
+    if "latency" in metrics:
+        for out, ms in zip(outs, graphs_latency_ms(graphs, settings, progress)):
+            out["latency"] = ms
+    return [{m: out[m] for m in metrics} for out in outs]
 
 
 def cpu_model() -> str:

@@ -11,13 +11,13 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from core.config import HardwareConfig
 from core.errors import ArchitectureError, ConfigError
-from hardware.measure import COUNTED_METRICS, MEASURED_METRICS, MeasureSettings, environment, measure_module
+from hardware.measure import COUNTED_METRICS, MEASURED_METRICS, MeasureSettings, environment, measure_modules
 from search_space.choices import Arch
 from search_space.spec import DataInfo
 
@@ -29,7 +29,7 @@ def table_metrics(info_metric: str) -> tuple:
 
 def measure_settings(hw: HardwareConfig) -> MeasureSettings:
     """The measurement settings of the ``hardware`` section."""
-    return MeasureSettings(batch_size=hw.batch_size, warmup=hw.warmup, runs=hw.runs)
+    return MeasureSettings(batch_size=hw.batch_size, warmup=hw.warmup, runs=hw.runs, rounds=hw.rounds)
 
 
 def fingerprint(
@@ -90,8 +90,9 @@ def obtain_lookup_table(
     table.fingerprint = expected
     for m, fit in calibrate(table, space, params, data, settings, hw.calibration_samples).items():
         logger.info(
-            "lookup table: %s calibrated on %d networks: x%.4g %+.4g (error %.1f%% -> %.1f%%)",
-            m, fit["samples"], fit["scale"], fit["offset"], 100 * fit["raw_mape"], 100 * fit["fitted_mape"],
+            "lookup table: %s calibrated on %d networks (%s model): x%.4g %+.4g (error %.1f%% -> %.1f%%)",
+            m, fit["samples"], fit["model"], fit["scale"], fit["offset"], 100 * fit["raw_mape"],
+            100 * fit["fitted_mape"],
         )  # fmt: skip
     if path:
         table.save(path)
@@ -120,38 +121,81 @@ def calibration_archs(choices: Any, samples: int) -> List[Arch]:
     return [choices.sample(rng) for _ in range(samples)]
 
 
+#: calibration models, simplest first: ``(name, fit)`` where ``fit(raw, real) -> (scale, offset)`` minimises the
+#: squared relative errors ``(scale * raw + offset - real) / real`` within its family
+def _fit_sum(raw: np.ndarray, real: np.ndarray) -> Tuple[float, float]:
+    return 1.0, 0.0
+
+
+def _fit_offset(raw: np.ndarray, real: np.ndarray) -> Tuple[float, float]:
+    return 1.0, float(np.sum((real - raw) / real**2) / np.sum(1.0 / real**2))
+
+
+def _fit_scale(raw: np.ndarray, real: np.ndarray) -> Tuple[float, float]:
+    return float(np.sum(raw / real) / np.sum(raw**2 / real**2)), 0.0
+
+
+def _fit_affine(raw: np.ndarray, real: np.ndarray) -> Tuple[float, float]:
+    if np.ptp(raw) == 0:
+        return _fit_offset(raw, real)
+    scale, offset = np.polyfit(raw, real, 1, w=1.0 / real)
+    return (float(scale), float(offset)) if scale > 0 else _fit_offset(raw, real)
+
+
+CALIBRATION_MODELS = (("sum", _fit_sum), ("offset", _fit_offset), ("scale", _fit_scale), ("affine", _fit_affine))
+
+
+def fit_calibration(raw: np.ndarray, real: np.ndarray) -> Dict[str, Any]:
+    """The calibration ``measured ~ scale * raw + offset`` of the model (``CALIBRATION_MODELS``) that predicts
+    networks it was not fitted on best: leave-one-out RMS relative error, the simpler model on ties.
+
+    A free slope fitted on few networks that span a narrow range mostly fits measurement noise (and, with noisy
+    sums, is biased towards zero); leave-one-out error shows it, so such a fit is not taken.
+    """
+    raw, real = np.asarray(raw, np.float64), np.asarray(real, np.float64)
+    loo: Dict[str, float] = {}
+    for name, fit in CALIBRATION_MODELS:
+        if len(raw) < (3 if name == "affine" else 2):
+            continue
+        errors = []
+        for i in range(len(raw)):
+            keep = np.arange(len(raw)) != i
+            scale, offset = fit(raw[keep], real[keep])
+            errors.append((scale * raw[i] + offset - real[i]) / real[i])
+        loo[name] = float(np.sqrt(np.mean(np.square(errors))))
+    model = min(loo, key=lambda n: (loo[n], [m for m, _ in CALIBRATION_MODELS].index(n))) if loo else "sum"
+    scale, offset = dict(CALIBRATION_MODELS)[model](raw, real)
+    fitted = scale * raw + offset
+    return {
+        "model": model,
+        "scale": scale,
+        "offset": offset,
+        "samples": int(len(raw)),
+        "raw_mape": float(np.mean(np.abs(raw - real) / real)),
+        "fitted_mape": float(np.mean(np.abs(fitted - real) / real)),
+        "raw_rms_relative_error": float(np.sqrt(np.mean(((raw - real) / real) ** 2))),
+        "fitted_rms_relative_error": float(np.sqrt(np.mean(((fitted - real) / real) ** 2))),
+        "leave_one_out_rms_relative_error": loo,
+    }
+
+
 def calibrate(
     table: Any, space: Any, params: Any, data: DataInfo, settings: MeasureSettings, samples: int
-) -> Dict[str, Dict[str, float]]:
-    """Fit ``measured = scale * sum + offset`` per measured metric of ``table`` on ``samples`` random standalone
-    networks measured whole, and store it in ``table.calibration``.
+) -> Dict[str, Dict[str, Any]]:
+    """Calibrate every measured metric of ``table`` on ``samples`` random standalone networks measured whole
+    (``fit_calibration``) and store the fits in ``table.calibration``.
 
     A per-layer sum misses what only a whole network has (the per-call overhead of one forward pass instead of
-    one per layer, cache effects; for memory, peaks of different layers do not add up). Returns the fit with
-    its residual error on the fitted networks.
+    one per layer, cache effects; for memory, peaks of different layers do not add up). Returns the fits with
+    their errors on the fitted networks and their leave-one-out errors.
     """
     measured = [m for m in table.metrics if m in MEASURED_METRICS]
     if not measured or samples < 2:
         return {}
     shape = (data.in_channels, data.input_size, data.input_size)
     archs = calibration_archs(table.choices, samples)
-    whole = [measure_module(space.build_model(params, data, a), shape, measured, settings) for a in archs]
+    whole = measure_modules([(space.build_model(params, data, a), shape) for a in archs], measured, settings)
     for m in measured:
         raw = np.array([table.predict(a, m, raw=True) for a in archs])
-        real = np.array([w[m] for w in whole])
-        # least squares on relative errors (each residual divided by the measurement): small networks count
-        # as much as big ones
-        scale, offset = np.polyfit(raw, real, 1, w=1.0 / real) if np.ptp(raw) > 0 else (0.0, 0.0)
-        if scale <= 0:  # no usable trend: keep the sum, shifted by the mean relative gap
-            scale, offset = 1.0, float(np.sum((real - raw) / real**2) / np.sum(1.0 / real**2))
-        fitted = scale * raw + offset
-        table.calibration[m] = {
-            "scale": float(scale),
-            "offset": float(offset),
-            "samples": int(samples),
-            "raw_mape": float(np.mean(np.abs(raw - real) / real)),
-            "fitted_mape": float(np.mean(np.abs(fitted - real) / real)),
-            "raw_rms_relative_error": float(np.sqrt(np.mean(((raw - real) / real) ** 2))),
-            "fitted_rms_relative_error": float(np.sqrt(np.mean(((fitted - real) / real) ** 2))),
-        }
+        table.calibration[m] = fit_calibration(raw, np.array([w[m] for w in whole]))
     return table.calibration

@@ -27,7 +27,7 @@ from core.registries import DATASETS, SEARCH_SPACES
 from core.run_logging import attach_log_file, get_logger, setup_logger
 from core.rundir import default_title, new_run_dir
 from core.visualize import plot_lut_accuracy
-from hardware.measure import MEASURED_METRICS, METRICS, UNITS, environment, measure_module
+from hardware.measure import MEASURED_METRICS, METRICS, UNITS, environment, measure_modules
 from hardware.tables import calibration_archs, measure_settings, obtain_lookup_table
 from search_space.choices import Arch, arch_key
 
@@ -119,12 +119,13 @@ class LutValidation:
         metric, info, table, archs = self.metric, self.info, self.table, self.archs
         shape = (info.in_channels, info.input_size, info.input_size)
         self.logger.info("measuring %d whole %s networks (%s, input %s)", len(archs), self.space.name, metric, shape)
-        measured = []
-        bar = tqdm(archs, desc=f"measure {metric}", unit="net", disable=not self.progress, leave=False)
-        for arch in bar:
-            model = self.space.build_model(self.config.search_space, info, arch)
-            measured.append(measure_module(model, shape, [metric], self.settings)[metric])
-        real = np.asarray(measured, dtype=np.float64)
+        rounds = self.settings.rounds if metric == "latency" else 1
+        bar = tqdm(total=len(archs) * rounds, desc=f"measure {metric}", unit="net", disable=not self.progress,
+                   leave=False)  # fmt: skip
+        models = [(self.space.build_model(self.config.search_space, info, arch), shape) for arch in archs]
+        measured = measure_modules(models, [metric], self.settings, progress=lambda: bar.update(1))
+        bar.close()
+        real = np.asarray([m[metric] for m in measured], dtype=np.float64)
         raw = table.predict_batch(archs, metric, raw=True)
         fitted = table.predict_batch(archs, metric)
         figures = {"raw": accuracy_figures(raw, real)}

@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from core.checkpoint import write_json
 from core.errors import ConfigError
-from hardware.measure import COUNTED_METRICS, MEASURED_METRICS, METRICS, MeasureSettings, device_name, measure_module
+from hardware.measure import COUNTED_METRICS, MEASURED_METRICS, METRICS, MeasureSettings, device_name, measure_modules
 from search_space.base_supernet import BaseSuperlayer, Superlayer
 from search_space.cost_model import AdditiveCost
 from search_space.layers import ModuleList
@@ -86,32 +86,40 @@ class BaseLookUpTable:
                 yield key, i, superlayer, (layer.in_channels, size, size)
 
     def measure_search_stage(self, metrics: Sequence[str]) -> Dict[str, Dict[str, List[float]]]:
-        """Every fitting candidate at every search layer, on its real input shape (progress shown when measuring)."""
+        """Every fitting candidate at every search layer, on its real input shape (latencies timed together, in
+        interleaved rounds; progress shown when measuring)."""
         table: Dict[str, Dict[str, List[float]]] = {m: {} for m in metrics}
         measuring = any(m in MEASURED_METRICS for m in metrics)
         total = sum(len(layer_candidates(layer, self.micro_cfg)) for layer in self.macro_cfg.search)
-        shown = self.progress and measuring
-        bar = tqdm(total=total, desc="lookup table", unit="cand", disable=not shown, leave=False)
-        for key, _, module, shape in self.iter_candidates():
-            counts = measure_module(module, shape, metrics, self.settings)
-            for m in metrics:
-                table[m].setdefault(key, []).append(counts[m])
-            bar.update(1)
+        rounds = self.settings.rounds if "latency" in metrics else 1
+        bar = tqdm(total=total * rounds, desc="lookup table", unit="cand", disable=not (self.progress and measuring),
+                   leave=False)  # fmt: skip
+        keys: List[str] = []
+
+        def items() -> Iterator[Tuple[Module, Tuple[int, int, int]]]:
+            for key, _, module, shape in self.iter_candidates():
+                keys.append(key)
+                if "latency" not in metrics:
+                    bar.update(1)
+                yield module, shape
+
+        counts = measure_modules(items(), metrics, self.settings, progress=lambda: bar.update(1))
         bar.close()
+        for key, c in zip(keys, counts):
+            for m in metrics:
+                table[m].setdefault(key, []).append(c[m])
         return table
 
     def measure_fixed_stages(self, metrics: Sequence[str]) -> Dict[str, float]:
         """The first and last stages (the cost every architecture pays)."""
-        base = {m: 0.0 for m in metrics}
-        for specs, sizes in ((self.macro_cfg.first, self.first_sizes), (self.macro_cfg.last, self.last_sizes)):
-            if not specs:
-                continue
-            # measured as one chain so blocks that change rank (pooling -> linear) get their real inputs
-            chain = ModuleList([s.build() for s in specs])
-            counts = measure_module(chain, (specs[0].in_channels, sizes[0], sizes[0]), metrics, self.settings)
-            for m in metrics:
-                base[m] += counts[m]
-        return base
+        # each stage measured as one chain so blocks that change rank (pooling -> linear) get their real inputs
+        chains = [
+            (ModuleList([s.build() for s in specs]), (specs[0].in_channels, sizes[0], sizes[0]))
+            for specs, sizes in ((self.macro_cfg.first, self.first_sizes), (self.macro_cfg.last, self.last_sizes))
+            if specs
+        ]
+        counts = measure_modules(chains, metrics, self.settings)
+        return {m: float(sum(c[m] for c in counts)) for m in metrics}
 
     def predict(self, arch: Mapping[str, Any], metric: str, raw: bool = False) -> float:
         """Cost of one architecture (calibrated unless ``raw``: the plain sum of the entries and the base)."""

@@ -21,7 +21,7 @@ from nnabla.core.module import Module
 
 from core.errors import ArchitectureError, ConfigError
 from core.graph import untraced
-from hardware.measure import COUNTED_METRICS, METRICS, MeasureSettings, device_name, measure_module
+from hardware.measure import COUNTED_METRICS, METRICS, MeasureSettings, device_name, measure_module, measure_modules
 from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
 from search_space.cost_model import AdditiveCost, CostModel, GatedCost, GatedTerm, cost_model_from_dict
@@ -120,14 +120,13 @@ class ObservedLookUpTable:
         terms: Dict[str, List[GatedTerm]] = {m: [] for m in self.metrics}
         #: ``{input-choice label: {input index: [labels of the choices that run only if it is chosen]}}``
         self.gates: Dict[str, Dict[int, List[str]]] = {}
-        for site in network.mutables():
-            if not isinstance(site.mutable, LayerChoice):
-                continue  # choosing inputs computes nothing (sum / concat are free in this convention)
+        # choosing inputs computes nothing (sum / concat are free in this convention): LayerChoices only
+        sites = [site for site in network.mutables() if isinstance(site.mutable, LayerChoice)]
+        items = [(module, seen.shapes[site.path][1:]) for site in sites for module in site.mutable.candidates]
+        measured = iter(measure_modules(items, self.metrics, self.settings))  # latencies timed together
+        for site in sites:
             label = site.mutable.decision.label
-            counted = {
-                value: measure_module(module, seen.shapes[site.path][1:], self.metrics, self.settings)
-                for value, module in zip(site.mutable.candidate_names, site.mutable.candidates)
-            }
+            counted = {value: next(measured) for value in site.mutable.candidate_names}
             gate = seen.gates.get(site.path)
             for m in self.metrics:
                 if gate is None:

@@ -3,8 +3,10 @@ whether a saved table is reused, rebuilt or refused, and free-form tables round-
 
 import json
 import logging
+import time
 from dataclasses import replace
 
+import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 import pytest
@@ -13,8 +15,8 @@ import main
 from core.config import HardwareConfig
 from core.errors import ConfigError
 from core.registries import SEARCH_SPACES
-from hardware.measure import MeasureSettings, forward_graph, graph_memory, measure_module
-from hardware.tables import obtain_lookup_table
+from hardware.measure import MeasureSettings, forward_graph, graph_memory, graphs_latency_ms, measure_module
+from hardware.tables import fit_calibration, obtain_lookup_table
 from search_space.blocks.basic import ConvBNAct
 from search_space.darts import DARTSParams
 from search_space.layers import Conv2d, Linear
@@ -41,6 +43,32 @@ def test_latency_is_a_positive_median():
     y = F.relu(forward_graph(Conv2d(3, 8, 3), (3, 16, 16))[1])
     values = [measure_module(Conv2d(3, 8, 3), (3, 16, 16), ["latency"], MeasureSettings(1, 1, 3))["latency"]]
     assert values[0] > 0 and y.shape == (1, 8, 16, 16)
+
+
+def test_latency_rounds_give_every_graph_its_quiet_value():
+    """A machine slow for the whole first round (another job): every graph still reads its quiet time."""
+
+    class Graph:
+        parent = "a function"
+        calls = 0
+
+        def __init__(self, fast_ms, clock):
+            self.fast_ms, self.clock = fast_ms, clock
+
+        def forward(self, clear_no_need_grad=False):
+            self.calls += 1
+            self.clock[0] += 1
+            slow = self.clock[0] <= 3 * 5  # the first round: 3 graphs x (1 warm-up + 4 runs)
+            time.sleep((self.fast_ms + (20.0 if slow else 0.0)) / 1000.0)
+
+    clock = [0]
+    graphs = [Graph(ms, clock) for ms in (1.0, 2.0, 3.0)]
+    settings = MeasureSettings(batch_size=1, warmup=1, runs=8, rounds=2)
+    values = graphs_latency_ms(graphs, settings)
+    assert [g.calls for g in graphs] == [1 + 8] * 3  # the warm-up once, then runs / rounds per round
+    for value, ms in zip(values, (1.0, 2.0, 3.0)):
+        assert ms <= value < ms + 10.0  # the quiet round's median, not the slow one's (>= ms + 20)
+    assert graphs_latency_ms([nn.Variable((1,))], settings) == [0.0]  # computed by nothing: a pass-through
 
 
 @pytest.mark.parametrize("name", ["ProxylessNAS", "DARTS"])
@@ -108,6 +136,22 @@ def test_calibration_fits_whole_networks_and_applies_everywhere(proxyless, tiny_
     assert "flops" not in lut.calibration and lut.predict(arch, "flops") == lut.predict(arch, "flops", raw=True)
     back = proxyless.table_from_dict(json.loads(json.dumps(lut.to_dict())), tiny_params, digits_info)
     assert back.predict(arch, "latency") == pytest.approx(lut.predict(arch, "latency"))
+
+
+def test_calibration_takes_the_model_that_predicts_unseen_networks_best():
+    raw = np.array([10.0, 20.0, 30.0, 40.0, 55.0])
+    exact = fit_calibration(raw, 0.8 * raw + 3.0)  # a true per-network offset and a scale: only affine fits it
+    assert exact["model"] == "affine"
+    assert exact["scale"] == pytest.approx(0.8) and exact["offset"] == pytest.approx(3.0)
+    assert exact["fitted_mape"] == pytest.approx(0.0, abs=1e-12)
+    assert fit_calibration(raw, 1.25 * raw)["model"] == "scale"
+    # noise around the sum on a narrow range: a free slope would fit the noise; the sum (or a shift) predicts better
+    rng = np.random.default_rng(0)
+    narrow = rng.uniform(50.0, 60.0, 10)
+    noisy = fit_calibration(narrow, narrow * (1 + rng.normal(0, 0.08, 10)))
+    loo = noisy["leave_one_out_rms_relative_error"]
+    assert noisy["model"] in ("sum", "offset", "scale") and loo[noisy["model"]] < loo["affine"]
+    assert loo[noisy["model"]] == min(loo.values())
 
 
 @pytest.mark.slow
