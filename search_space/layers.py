@@ -184,23 +184,37 @@ ACTIVATIONS: Dict[str, Callable] = {
 }
 
 
+#: activations with a trainable parameter per channel: ``Activation(name, channels)`` creates it
+PARAMETRIC_ACTIVATIONS = ("prelu",)
+ACTIVATION_NAMES = (*ACTIVATIONS, *PARAMETRIC_ACTIVATIONS)
+
+
 def activation_fn(name: str) -> Callable:
-    """The activation function called ``name``; unknown names list the valid ones."""
+    """The parameter-free activation function called ``name``; unknown names list the valid ones."""
+    if name in PARAMETRIC_ACTIVATIONS:
+        raise ConfigError(f"activation {name!r} has a parameter per channel: use Activation({name!r}, channels)")
     if name not in ACTIVATIONS:
         raise ConfigError(
-            f"unknown activation {name!r}{did_you_mean(name, ACTIVATIONS)}; valid: {', '.join(ACTIVATIONS)}"
+            f"unknown activation {name!r}{did_you_mean(name, ACTIVATION_NAMES)}; valid: {', '.join(ACTIVATION_NAMES)}"
         )
     return ACTIVATIONS[name]
 
 
 class Activation(Module):
-    """A parameter-free activation chosen by name."""
+    """An activation chosen by name; ``prelu`` (MobileFaceNet's) learns one slope per channel (initially 0.25)."""
 
-    def __init__(self, name: str):
-        self.act_name = name
-        activation_fn(name)
+    def __init__(self, name: str, channels: int | None = None):
+        self.act_name, self.channels = name, channels
+        if name not in PARAMETRIC_ACTIVATIONS:
+            activation_fn(name)
+        elif channels is None:
+            raise ConfigError(f"activation {name!r} needs the channel count of its input")
+        else:
+            _param("slope", (channels,), I.ConstantInitializer(0.25))
 
     def call(self, x):
+        if self.act_name == "prelu":
+            return F.prelu(x, _param("slope", (self.channels,), None), base_axis=1)
         return activation_fn(self.act_name)(x)
 
 

@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from nnabla.core.module import Module
 
+from core.errors import ConfigError
 from search_space.blocks.builder import block_allows, build_block
 from search_space.blocks.mobile import make_divisible
 from search_space.choices import SearchSpaceChoices
@@ -164,3 +165,35 @@ def spatial_sizes(macro_cfg: MacroConfig, input_size: int) -> Tuple[List[int], L
             sizes.append(size)
             size = (size + spec.stride - 1) // spec.stride
     return out
+
+
+def embedding_head(
+    in_channels: int,
+    last_channels: int,
+    embedding: int,
+    feature_size: int,
+    num_classes: int,
+    activation: str,
+    bn_decay: float,
+    dropout: float = 0.0,
+) -> Tuple[BlockSpec, ...]:
+    """MobileFaceNet's last stage: 1x1 conv-BN-act to ``last_channels``; the linear global depthwise convolution
+    (GDConv: a ``feature_size`` kernel without padding, so 1x1 out) -> BN; a linear 1x1 conv-BN to the
+    ``embedding``; a linear classifier on the embedding."""
+    bn = {"bn_decay": bn_decay}
+    gdconv = {"kernel": feature_size, "group": last_channels, "pad": 0, "activation": "none", **bn}
+    return (
+        BlockSpec("conv_bn_act", in_channels, last_channels, 1, {"kernel": 1, "activation": activation, **bn}),
+        BlockSpec("conv_bn_act", last_channels, last_channels, 1, gdconv),
+        BlockSpec("conv_bn_act", last_channels, embedding, 1, {"kernel": 1, "activation": "none", **bn}),
+        BlockSpec("gap", embedding, embedding),
+        BlockSpec("linear", embedding, num_classes, 1, {"dropout": dropout}),
+    )
+
+
+def check_odd_kernels(field_name: str, kernels: Sequence[int]) -> None:
+    """ConfigError unless every kernel size is odd (same padding keeps the feature map only for odd sizes)."""
+    even = [k for k in kernels if k % 2 == 0]
+    if even or not kernels:
+        got = f"{even[0]}" if even else "none"
+        raise ConfigError(f"search_space.{field_name}: kernel sizes must be odd (3, 5, 7...), got {got}")

@@ -19,15 +19,26 @@ SIZES = [DataInfo(10, 1, 8), DataInfo(10, 1, 16), DataInfo(100, 3, 32)]
 
 def small_params(space):
     """Each space's defaults, narrowed where the space offers the ProxylessNAS knobs."""
-    p = space.Params()
-    if hasattr(p, "stages"):
-        p = space.Params(first_channels=8, first_mb_channels=8, stages=((8, 2, 1), (16, 2, 2)), last_channels=32)
     small = {
         "DARTS": {"init_channels": 4, "layers": 3, "nodes": 2},
         "ENASMicro": {"num_layers": 3, "num_nodes": 2, "out_channels": 4},
         "ENASMacro": {"num_layers": 6, "out_filters": 4},
+        "SPOS": {"first_channels": 8, "stages": ((16, 2, 2), (32, 2, 2)), "last_channels": 32},
+        "SGNAS": {
+            "first_channels": 8,
+            "first_mb_channels": 8,
+            "stages": ((8, 2, 1), (16, 2, 2)),
+            "expansion": 2,
+            "last_channels": 32,
+        },
+        "MobileFaceNet": {"first_channels": 8, "stages": ((8, 2, 2), (16, 2, 1)), "last_channels": 32, "embedding": 16},
     }
-    return space.Params(**small[space.name]) if space.name in small else p
+    if space.name in small:
+        return space.Params(**small[space.name])
+    p = space.Params()
+    if hasattr(p, "stages"):
+        p = space.Params(first_channels=8, first_mb_channels=8, stages=((8, 2, 1), (16, 2, 2)), last_channels=32)
+    return p
 
 
 @pytest.mark.parametrize("name", SEARCH_SPACES.names())

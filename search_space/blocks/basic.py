@@ -9,7 +9,7 @@ from search_space.layers import Activation, BatchNorm2d, Conv2d, GlobalAvgPool, 
 
 @BLOCKS.register("conv_bn_act")
 class ConvBNAct(Module):
-    """Convolution -> batch norm -> activation."""
+    """Convolution (``pad`` None: same padding) -> batch norm -> activation."""
 
     def __init__(
         self,
@@ -20,10 +20,11 @@ class ConvBNAct(Module):
         activation: str = "relu6",
         group: int = 1,
         bn_decay: float = 0.9,
+        pad: int | None = None,
     ):
-        self.conv = Conv2d(in_channels, out_channels, kernel, stride, group=group)
+        self.conv = Conv2d(in_channels, out_channels, kernel, stride, pad=pad, group=group)
         self.bn = BatchNorm2d(out_channels, decay_rate=bn_decay)
-        self.act = Activation(activation)
+        self.act = Activation(activation, out_channels)
 
     def call(self, x):
         return self.act(self.bn(self.conv(x)))

@@ -68,10 +68,10 @@ class InvertedResidual(Module):
         if self.has_expand:
             self.expand = Conv2d(in_channels, hidden, 1, group=group)
             self.expand_bn = BatchNorm2d(hidden, bn_decay)
-            self.expand_act = Activation(activation)
+            self.expand_act = Activation(activation, hidden)
         self.dw = Conv2d(hidden, hidden, kernel, stride, group=hidden)
         self.dw_bn = BatchNorm2d(hidden, bn_decay)
-        self.dw_act = Activation(activation)
+        self.dw_act = Activation(activation, hidden)
         self.se = SqueezeExcite(hidden) if se else Identity()
         self.project = Conv2d(hidden, out_channels, 1, group=group)
         # a residual block starts as the identity (zero-initialised last BN scale): deep nets and
