@@ -128,7 +128,8 @@ def test_dilated_conv_keeps_size_matches_spread_kernel_and_counts(kernel, dilati
 def test_dil_conv_uses_dilation_2():
     y = build_block("dil_conv_5x5", 8, 8, 1)(nn.Variable((1, 8, 8, 8)))
     convs = []
-    y.visit(lambda f: convs.append(f.info.args) if f.info.type_name == "Convolution" else None)
+    kinds = ("Convolution", "DepthwiseConvolution")
+    y.visit(lambda f: convs.append(f.info.args) if f.info.type_name in kinds else None)
     assert [c["dilation"] for c in convs] == [[2, 2], [1, 1]] and convs[0]["pad"] == [4, 4]
 
 

@@ -167,7 +167,7 @@ def test_micro_standalone_network_keeps_only_the_chosen_operations(micro):
     assert len(ops) == 5 * 2 * 2 and all(len(op.candidates) == 1 for op in ops)
     params = net.get_parameters()
     branch = "@net/@cells/@0/@nodes/@0/@branches/@0/@op/@candidates/@0"
-    assert params[f"{branch}/@depthwise/W"].shape == (4, 1, 5, 5)  # the chosen 5x5, in the first normal cell
+    assert params[f"{branch}/@depthwise/W"].shape == (4, 5, 5)  # the chosen 5x5 (depthwise), in the first normal cell
     assert not [n for n in params if "@candidates/@1/" in n]
     assert not [n for n in params if n.startswith("@net/@cells/@0/@nodes/@1/@branches/@1/")]  # identity: nothing
 
@@ -177,7 +177,7 @@ def test_macro_standalone_network_keeps_only_the_chosen_operations(macro):
     arch = first_values(choices, layer_0="sep_conv_5x5", layer_3="max_pool_3x3", skip_3=(0, 2))
     net = macro.build_model(MACRO, INFO, arch)
     params = net.get_parameters()
-    assert params["@net/@layers/@0/@op/@candidates/@0/@conv/@depthwise/W"].shape == (4, 1, 5, 5)
+    assert params["@net/@layers/@0/@op/@candidates/@0/@conv/@depthwise/W"].shape == (4, 5, 5)
     assert "@net/@layers/@3/@op/@candidates/@0/@preproc/@body/@conv/W" in params  # max pool: its 1x1 conv only
     assert not [n for n in params if "@candidates/@1/" in n]
     trained = [n for n in net.get_parameters(grad_only=True) if n.startswith("@net/@layers/@3/")]

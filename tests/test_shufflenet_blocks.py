@@ -133,7 +133,7 @@ def test_mixnet_channel_split():
     assert split_channels(16, 3) == [6, 5, 5] and split_channels(12, 3) == [4, 4, 4] and split_channels(7, 1) == [7]
     block = build_block("mixconv", 4, 4, 1, expansion=3, kernels=(3, 5, 7))
     shapes = [block.dw.convs[i].w_shape for i in range(3)]
-    assert shapes == [(4, 1, 3, 3), (4, 1, 5, 5), (4, 1, 7, 7)]
+    assert shapes == [(4, 3, 3), (4, 5, 5), (4, 7, 7)]  # depthwise: one k x k filter per channel
 
 
 def test_mixconv_single_kernel_is_the_inverted_residual():
