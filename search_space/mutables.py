@@ -29,8 +29,10 @@ from search_space.layers import ModuleList
 MODES = ("sample", "full", "max", "gates")
 REDUCTIONS = ("sum", "mean", "concat", "none")
 
-#: a gate hook: ``hook(decision) -> [(candidate index, weight Variable or None), ...]`` (None = weight 1)
-GateHook = Callable[["Decision"], Sequence[Tuple[int, Any]]]
+#: a gate hook: ``hook(decision) -> [(candidate index, weight Variable or None), ...]`` (None = weight 1); an
+#: entry ``(index, weight, True)`` detaches the candidate: its output is computed and its weight gets a gradient,
+#: but no gradient flows into the candidate (ProxylessNAS's unsampled path of two)
+GateHook = Callable[["Decision"], Sequence[Tuple[Any, ...]]]
 
 
 class Observer:
@@ -213,19 +215,22 @@ def recompute_cheap(y: nn.Variable, x: nn.Variable) -> None:
         stack.extend(f.inputs)
 
 
-def weighted_sum(pairs: Sequence[Tuple[int, Any]], choice: LayerChoice, x: nn.Variable) -> nn.Variable:
-    """``sum(w * candidate_i(x))`` over ``pairs`` of (index, weight Variable or None); Zero candidates skipped.
+def weighted_sum(pairs: Sequence[Tuple[Any, ...]], choice: LayerChoice, x: nn.Variable) -> nn.Variable:
+    """``sum(w * candidate_i(x))`` over ``pairs`` of (index, weight Variable or None[, detach]); Zero candidates
+    skipped. A detached candidate passes no gradient back (``need_grad`` off on its output: its backward is skipped).
 
     When several candidates are computed, their cheap intermediate results are recomputed in the backward pass
     (``recompute_cheap``) rather than all kept between the passes.
     """
     terms = []
-    computed = [i for i, _ in pairs if not getattr(choice.candidates[i], "is_zero", False)]
-    for i, w in pairs:
+    computed = [p[0] for p in pairs if not getattr(choice.candidates[p[0]], "is_zero", False)]
+    for i, w, *detach in pairs:
         module = choice.candidates[i]
         if getattr(module, "is_zero", False) and len(pairs) > 1:
             continue
         y = module(x)
+        if detach and detach[0]:
+            y.need_grad = False
         if len(computed) > 1:
             recompute_cheap(y, x)
         terms.append(y if w is None else scale(y, w))

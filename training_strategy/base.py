@@ -5,7 +5,7 @@ import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Mapping, Tuple
 
 import nnabla as nn
 import numpy as np
@@ -46,8 +46,9 @@ class StrategyContext:
         t = nn.Variable((batch_size, 1))
         with untraced():
             logits = network(x)
-            loss = self.criterion(logits, t, **self.criterion_context(network))
-            for weight, aux_logits in auxiliary_outputs(self._aux_modules(network)):
+            aux = auxiliary_outputs(self._aux_modules(network))  # read before a criterion may call the network again
+            loss = self.criterion(logits, t, **self.criterion_context(network, x))
+            for weight, aux_logits in aux:
                 loss = loss + weight * self.criterion(aux_logits, t)
         logits.persistent = True
         loss.persistent = True
@@ -60,11 +61,13 @@ class StrategyContext:
             cache[id(network)] = (network, [m for m in module_tree(network) if "auxiliary" in m.__dict__])
         return cache[id(network)][1]
 
-    def criterion_context(self, network: Any) -> Dict[str, Any]:
-        """The keyword context a criterion gets: the supernet (if searchable), the cost model, the target."""
-        if not hasattr(network, "decisions"):
-            return {}
-        return {"supernet": network, "cost_model": self.cost_model, "target_hc": self.target}
+    def criterion_context(self, network: Any, x: nn.Variable | None = None) -> Dict[str, Any]:
+        """The keyword context a criterion gets: the input batch ``x`` (if given; a distillation teacher reads it)
+        and, for a searchable network, the supernet, the cost model and the target."""
+        context: Dict[str, Any] = {} if x is None else {"x": x}
+        if hasattr(network, "decisions"):
+            context.update(supernet=network, cost_model=self.cost_model, target_hc=self.target)
+        return context
 
 
 def module_tree(network: Module) -> List[Module]:
@@ -121,6 +124,12 @@ class BaseTrainingStrategy(abc.ABC):
     @abc.abstractmethod
     def before_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
         """Select what the next training step computes."""
+
+    def passes(self, supernet: BaseSupernet) -> Iterator[None]:
+        """Set up each forward/backward pass of the step in turn, yielding once per pass (default: one pass of
+        what ``before_step`` selected). Every pass runs on the step's same batch and their gradients are summed
+        into one update of ``active_groups`` (which must cover every pass): FairNAS trains m paths per step."""
+        yield
 
     def after_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
         """Called after the weight update (e.g. to update architecture parameters)."""

@@ -102,27 +102,35 @@ class TrainLoop:
     def train_step(self) -> Dict[str, float]:
         """One optimizer step over ``batch_size`` samples (``batch_size / mini_batch`` accumulated passes).
 
-        A non-finite loss or gradient norm never reaches the weights: the step stops the run
-        (``on_nan: stop``, the last checkpoint stays intact) or is skipped (``on_nan: skip``).
+        A policy may run several configurations on the step's batch (``policy.passes``): their gradients are
+        summed, the loss and accuracy averaged. A non-finite loss or gradient norm never reaches the weights:
+        the step stops the run (``on_nan: stop``, the last checkpoint stays intact) or is skipped
+        (``on_nan: skip``).
         """
         self.network.training = True
         nn.random.seed(int(self.rng.integers(0, 2**31 - 1)))  # dropout etc. replay exactly after a resume
         self.policy.before_step(self.network, self.epoch, self.global_step, self.rng)
-        x, t, logits, loss = self._build_graph()
         active = self.policy.active_groups(self.network)
         self.solver.zero_grad(active)
-        loss_sum, correct = 0.0, 0
-        for _ in range(self.accum):
-            x.d, t.d = self.iterator.next()
-            loss.forward(clear_no_need_grad=True)
-            loss.backward(clear_buffer=True)
-            loss_sum += float(loss.d)
-            correct += int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
+        loss_sum, correct, batches, passes = 0.0, 0, [], 0
+        for _ in self.policy.passes(self.network):
+            x, t, logits, loss = self._build_graph()
+            for i in range(self.accum):
+                if passes == 0:
+                    batches.append(self.iterator.next())
+                x.d, t.d = batches[i]
+                loss.forward(clear_no_need_grad=True)
+                loss.backward(clear_buffer=True)
+                loss_sum += float(loss.d)
+                correct += int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
+            passes += 1
+        if passes == 0:
+            raise RuntimeError(f"{type(self.policy).__name__}.passes() set up no pass for the step")
         lr = self.scheduler.get_learning_rate(self.global_step)
         norm = self.solver.prepare(active, grad_scale=1.0 / self.accum)
         metrics = {
-            "loss": loss_sum / self.accum,
-            "accuracy": correct / self.cfg.batch_size,
+            "loss": loss_sum / (self.accum * passes),
+            "accuracy": correct / (self.cfg.batch_size * passes),
             "lr": lr,
             "grad_norm": norm,
         }
