@@ -17,6 +17,7 @@ from core.run_logging import Monitor, get_logger
 from core.run_state import has_checkpoint, read_checkpoint
 from core.seed import make_rng, seed_nnabla, spawn_rng
 from core.visualize import plot_arch
+from criterion.base import CriterionSetup
 from dataset.base import ArrayDataset, DatasetSplits
 from hardware.measure import UNITS, measure_module
 from hardware.summary import network_summary
@@ -37,6 +38,9 @@ class BaseAgent(abc.ABC):
     no trace); ``run`` does the work and writes the run directory.
     """
 
+    #: whether the agent trains a supernet (told to the criterion, e.g. an in-place distillation teacher)
+    trains_supernet: bool = False
+
     def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
         self.config, self.run_dir, self.resume = config, run_dir, resume
         self.logger = get_logger()
@@ -54,6 +58,17 @@ class BaseAgent(abc.ABC):
         self.data: DatasetSplits = DATASETS.get(agent.dataset_agent)(config.dataset).load()
         self.augment = bool(getattr(config.dataset, "augment", False))
         self._check_data()
+        self.criterion.setup(
+            CriterionSetup(
+                data=self.data.info,
+                space=self.space,
+                space_params=config.search_space,
+                dataset_name=agent.dataset_agent,
+                dataset_params=config.dataset,
+                trains_supernet=self.trains_supernet,
+                logger=self.logger,
+            )
+        )
 
     def _check_data(self) -> None:
         """Refuse data that cannot support a search: one class, or a split smaller than one batch."""
