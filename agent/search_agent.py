@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from agent.base import BaseAgent
 from agent.search_journal import SearchJournal
-from core.checkpoint import write_json
+from core.checkpoint import atomic_path, write_json
 from core.config import Config
 from core.errors import ConfigError
 from core.registries import AGENTS, SEARCH_STRATEGIES, TRAINING_STRATEGIES
@@ -35,6 +35,8 @@ MEASURED_CHECKS = 10
 @AGENTS.register("search")
 class SearchAgent(BaseAgent):
     """Supernet training -> search -> ``searched_arch.json`` -> (optionally) retrain from scratch and test."""
+
+    trains_supernet = True
 
     def __init__(self, config: Config, run_dir: str, progress: bool = True, resume: bool = False):
         super().__init__(config, run_dir, progress, resume)
@@ -134,6 +136,10 @@ class SearchAgent(BaseAgent):
             },
         )
         write_json(self.path("search_history.json"), result.to_dict())
+        for name, content in result.artifacts.items():  # a strategy's own files, e.g. a trained generator.npz
+            with atomic_path(self.path(os.path.basename(name))) as tmp, open(tmp, "wb") as f:
+                f.write(content)
+            self.logger.info("search strategy wrote %s", os.path.basename(name))
         if result.front is not None:
             write_json(
                 self.path("pareto.json"),

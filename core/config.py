@@ -113,6 +113,16 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class GenerateConfig:
+    """The generate stage: a trained architecture generator answers ``hardware.target_hc`` without a new search."""
+
+    #: generator.npz written by a search with ``search_strategy_agent: architecture_generator``
+    generator_path: str | None = None
+    #: retrain, test and export the generated architecture (as the evaluate agent does)
+    retrain: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one run; only main.py sees it entire."""
 
@@ -131,6 +141,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks that no single field can make; returns self."""
@@ -144,6 +155,11 @@ class Config:
                 raise ConfigError(f"{name}.optimizer.momentum: must be < 1, got {tc.optimizer.momentum}")
         if self.agent.main_agent == "evaluate" and not self.evaluate.arch_path:
             raise ConfigError("evaluate.arch_path: required when agent.main_agent is evaluate")
+        if self.agent.main_agent == "generate":
+            if not self.generate.generator_path:
+                raise ConfigError("generate.generator_path: required when agent.main_agent is generate")
+            if self.hardware.target_hc is None:
+                raise ConfigError("hardware.target_hc: required when agent.main_agent is generate (the budget)")
         return self
 
     def to_dict(self) -> Dict[str, Any]:

@@ -99,6 +99,9 @@ class SearchResult:
     evaluations: int
     #: multi-objective searches: the history entries on the Pareto front of objective vs cost, cheapest first
     front: List[Dict[str, Any]] | None = None
+    #: files the agent writes into the run directory as they are, ``{name: bytes}`` (e.g. a trained generator's
+    #: ``generator.npz``); not part of ``to_dict``
+    artifacts: Dict[str, bytes] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-ready data (numpy scalars turned into Python numbers)."""
