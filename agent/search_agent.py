@@ -108,16 +108,32 @@ class SearchAgent(BaseAgent):
         return Budget(hw.info_metric, hw.target_hc, additive=model)
 
     def run(self) -> Dict[str, Any]:
-        cfg = self.config
+        """Train the supernet, search it, save what was found, retrain it (``search.retrain``); metrics.json."""
         t0 = time.time()
+        self.train_supernet()
+        t1 = time.time()
+        result = self.search()
+        arch, measured = self.pick(result)
+        t2 = time.time()
+        metrics = self.save_search(result, arch, measured)
+        metrics["seconds"] = {"supernet_training": t1 - t0, "search": t2 - t1}
+        if self.config.search.retrain:
+            metrics.update(self.retrain(arch))
+            metrics["seconds"]["retrain"] = time.time() - t2
+        self.write_metrics(metrics)
+        return metrics
+
+    def train_supernet(self) -> None:
+        """Write lookup_table.json and train the supernet (from its checkpoint when resuming)."""
         self.lut.save(self.path(LOOKUP_TABLE))
         self.loop.run()
-        t_train = time.time() - t0
-        result = self._search()
-        best, measured = self._measured_pick(result)
-        t_search = time.time() - t0 - t_train
-        costs = {m: self.lut.predict(best, m) for m in self.lut.metrics}
-        self.logger.info("searched architecture %s", best)
+
+    def save_search(self, result: SearchResult, arch: Arch, measured: Mapping[str, Any]) -> Dict[str, Any]:
+        """searched_arch.json, search_history.json, the strategy's own files, pareto.json (multi-objective),
+        the pictures; returns the search's metrics."""
+        cfg = self.config
+        costs = {m: self.lut.predict(arch, m) for m in self.lut.metrics}
+        self.logger.info("searched architecture %s", arch)
         self.logger.info(
             "supernet valid accuracy %.4f, %s",
             result.best_metrics.get("accuracy", float("nan")),
@@ -127,7 +143,7 @@ class SearchAgent(BaseAgent):
             self.path("searched_arch.json"),
             {
                 "search_space": self.space.name,
-                "arch": best,
+                "arch": arch,
                 "supernet_metrics": result.best_metrics,
                 **costs,
                 **measured,
@@ -148,34 +164,29 @@ class SearchAgent(BaseAgent):
             )  # fmt: skip
             self.logger.info("Pareto front: %d architectures (pareto.json)", len(result.front))
         self._plot(result)
-        metrics: Dict[str, Any] = {
-            "agent": "search",
+        return {
+            "agent": cfg.agent.main_agent,
             "search_space": self.space.name,
-            "arch": best,
+            "arch": arch,
             "supernet_valid_accuracy": result.best_metrics.get("accuracy"),
             **costs,
             **measured,
             "target_hc": cfg.hardware.target_hc,
             "evaluations": result.evaluations,
-            "seconds": {"supernet_training": t_train, "search": t_search},
         }
-        if cfg.search.retrain:
-            t1 = time.time()
-            retrained = self.retrain_and_test(best, self.build_retrain(best))
-            metrics.update(
-                {
-                    "test_accuracy": retrained["test_accuracy"],
-                    "test_loss": retrained["test_loss"],
-                    "model_flops": retrained["flops"],
-                    "model_params": retrained["params"],
-                    "export": retrained.get("export"),
-                }
-            )
-            metrics["seconds"]["retrain"] = time.time() - t1
-        self.write_metrics(metrics)
-        return metrics
 
-    def _measured_pick(self, result: SearchResult) -> Tuple[Arch, Dict[str, Any]]:
+    def retrain(self, arch: Arch) -> Dict[str, Any]:
+        """Retrain ``arch`` from scratch, test and export it; the metrics metrics.json keeps of it."""
+        retrained = self.retrain_and_test(arch, self.build_retrain(arch))
+        return {
+            "test_accuracy": retrained["test_accuracy"],
+            "test_loss": retrained["test_loss"],
+            "model_flops": retrained["flops"],
+            "model_params": retrained["params"],
+            "export": retrained.get("export"),
+        }
+
+    def pick(self, result: SearchResult) -> Tuple[Arch, Dict[str, Any]]:
         """Under a measured budget (latency, memory), the best architecture whose whole network *measures* within
         it: the search's best first, then the next best, up to ``MEASURED_CHECKS`` (a table predicts, the machine
         decides). Returns the architecture and ``{"measured_<metric>": value, "measured_within_budget": bool}``."""
@@ -223,7 +234,7 @@ class SearchAgent(BaseAgent):
             for step, value in zip(curves["step"], values):
                 self.monitor.scalars(f"search_{curves['by']}", {name: value}, int(step))
 
-    def _search(self) -> SearchResult:
+    def search(self) -> SearchResult:
         """Run the search strategy on the trained supernet, journaled so a killed search resumes mid-way."""
         cfg, supernet, lut = self.config.search, self.supernet, self.lut
         rng = self.child_rng()

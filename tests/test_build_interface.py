@@ -4,70 +4,17 @@ Everything runs in subprocesses with ``cwd`` = the copy, so the copy's packages 
 imported, never the repository's.
 """
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import yaml
+from scaffolding import REPO, copy_project, ruff_executable, run_cli, run_in, scaffold_args, snapshot
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IGNORE = shutil.ignore_patterns(".venv", "runs", ".git", "__pycache__", ".pytest_cache", ".ruff_cache")
 SPACE_FILES = ["__init__.py", "my_space_lookup_table.py", "my_space_model.py", "my_space_supernet.py"]
-
-
-def copy_project(dest: str) -> str:
-    """Copy the project's Python packages, templates/ and build_interface.py into ``dest``."""
-    os.makedirs(dest, exist_ok=True)
-    for entry in sorted(os.listdir(REPO)):
-        src = os.path.join(REPO, entry)
-        is_package = os.path.isdir(src) and os.path.isfile(os.path.join(src, "__init__.py"))
-        if is_package or entry == "templates":
-            shutil.copytree(src, os.path.join(dest, entry), ignore=IGNORE)
-    for entry in ("build_interface.py", "pyproject.toml"):
-        shutil.copy2(os.path.join(REPO, entry), dest)
-    return dest
-
-
-def run_cli(root: str, *args: str) -> subprocess.CompletedProcess:
-    """Run the copy's build_interface.py against the copy."""
-    return subprocess.run(
-        [sys.executable, os.path.join(root, "build_interface.py"), *args, "--root", root],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def scaffold_args(name: str, cls: str, kind: str = "search_space") -> list:
-    return ["-t", kind, "--customize-name", name, "--customize-class", cls]
-
-
-def snapshot(root: str) -> dict:
-    """``{relative path: sha1}`` of every file and folder (bytecode caches left out)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        rel = os.path.relpath(dirpath, root)
-        out[rel + "/"] = ""
-        for f in filenames:
-            with open(os.path.join(dirpath, f), "rb") as fh:
-                out[os.path.join(rel, f)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
-
-
-def run_in(root: str, script: str) -> dict:
-    """Run ``script`` with the copy's packages; it prints one JSON line last."""
-    proc = subprocess.run(
-        [sys.executable, "-B", "-c", textwrap.dedent(script)], cwd=root, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +24,6 @@ def project(tmp_path_factory):
     before = snapshot(root)
     result = run_cli(root, *scaffold_args("my_space", "MySpace"))
     return root, result, before, snapshot(root)
-
-
-def ruff_executable():
-    found = os.path.join(REPO, ".venv", "bin", "ruff")
-    return found if os.path.isfile(found) else shutil.which("ruff")
 
 
 # ---------------------------------------------------------------- scaffolding
@@ -216,7 +158,7 @@ def test_generated_code_passes_ruff(project):
         (scaffold_args("1space", "MySpace2"), "lowercase Python identifier"),
         (scaffold_args("_private", "MySpace2"), "lowercase Python identifier"),
         (scaffold_args("class", "MySpace2"), "keyword"),
-        (scaffold_args("spec", "MySpace2"), "clashes with the module search_space/spec.py"),
+        (scaffold_args("spec", "MySpace2"), "clashes with search_space/spec.py"),
         (scaffold_args("my_space", "OtherSpace"), "search_space/my_space already exists"),
         (scaffold_args("proxylessnas", "OtherSpace"), "search_space/proxylessnas already exists"),
         (scaffold_args("blocks", "OtherSpace"), "search_space/blocks already exists"),
@@ -227,7 +169,7 @@ def test_generated_code_passes_ruff(project):
         (scaffold_args("other_space", "MySpace"), "'MySpace' is already registered"),
         (scaffold_args("other_space", "ProxylessNAS"), "'ProxylessNAS' is already registered"),
         (scaffold_args("other_space", "Base"), "bind 'Base"),
-        (scaffold_args("other_space", "OtherSpace", kind="search_spaces"), "valid: search_space"),
+        (scaffold_args("other_space", "OtherSpace", kind="search_spaces"), "(did you mean search_space?)"),
         (["-t", "search_space", "--customize-name", "other_space"], "required"),
     ],
 )
@@ -246,7 +188,8 @@ def test_refusals_exit_2_with_one_line_and_write_nothing(project, args, expected
 def test_unknown_kind_lists_valid_kinds(project):
     result = run_cli(project[0], *scaffold_args("x", "X", kind="nope"))
     assert result.returncode == 2
-    assert result.stderr.strip() == "build_interface.py: error: unknown kind 'nope'; valid: search_space"
+    valid = "agent, criterion, dataset, search_space, search_strategy, training_strategy"
+    assert result.stderr.strip() == f"build_interface.py: error: unknown kind 'nope'; valid: {valid}"
 
 
 def test_help_documents_every_option(project):
@@ -261,7 +204,7 @@ def test_help_documents_every_option(project):
 
 def test_failing_render_leaves_nothing_behind(tmp_path):
     root = copy_project(str(tmp_path / "project"))
-    with open(os.path.join(root, "templates", "search_space", "zz_broken.py.j2"), "w", encoding="utf-8") as f:
+    with open(os.path.join(root, "templates", "search_space", "macro", "zz_broken.py.j2"), "w", encoding="utf-8") as f:
         f.write('"""Broken."""\nvalue = {{ no_such_variable }}\n')
     before = snapshot(root)
     result = run_cli(root, *scaffold_args("my_space", "MySpace"))
@@ -269,7 +212,7 @@ def test_failing_render_leaves_nothing_behind(tmp_path):
     assert "no_such_variable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert snapshot(root) == before
 
-    with open(os.path.join(root, "templates", "search_space", "zz_broken.py.j2"), "w", encoding="utf-8") as f:
+    with open(os.path.join(root, "templates", "search_space", "macro", "zz_broken.py.j2"), "w", encoding="utf-8") as f:
         f.write("def broken(:\n")
     before = snapshot(root)
     result = run_cli(root, *scaffold_args("my_space", "MySpace"))
@@ -283,6 +226,7 @@ def test_a_new_template_folder_is_a_new_kind(tmp_path):
     os.makedirs(os.path.join(root, "criterion"))
     open(os.path.join(root, "criterion", "__init__.py"), "w").close()
     kind_dir = os.path.join(root, "templates", "criterion")
+    shutil.rmtree(kind_dir)  # a kind folder without kind.yaml: a package named like it, registered by class
     os.makedirs(kind_dir)
     with open(os.path.join(kind_dir, "__init__.py.j2"), "w", encoding="utf-8") as f:
         f.write('"""{{ customize_class }}."""\n\nfrom .{{ customize_name }}_loss import {{ customize_class }}\n')
