@@ -134,6 +134,14 @@ class BaseTrainingStrategy(abc.ABC):
     def after_step(self, supernet: BaseSupernet, epoch: int, step: int, rng: np.random.Generator) -> None:
         """Called after the weight update (e.g. to update architecture parameters)."""
 
+    def end_epoch(self, supernet: BaseSupernet, epoch: int) -> bool:
+        """Called after each epoch (``epoch`` = epochs trained so far), before the epoch's checkpoint is written.
+
+        True stops the training there (e.g. DARTS+ early stopping): the loop writes that checkpoint, records the
+        stop in it (a resumed run does not train on) and returns, so the run goes on as if training had ended.
+        """
+        return False
+
     def weight_groups(self, supernet: BaseSupernet) -> "OrderedDict[str, OrderedDict[str, nn.Variable]]":
         """Weights partitioned by the optimizer state they keep (one group per candidate)."""
         return supernet.weight_groups()

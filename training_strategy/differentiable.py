@@ -14,14 +14,15 @@ import nnabla.functions as F
 import nnabla.solvers as S
 import numpy as np
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, ConfigError
 from core.registries import TRAINING_STRATEGIES
 from core.run_state import restore_rng
-from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, Probability
+from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, PositiveInt, Probability
 from dataset.base import STREAM_VALID, ArrayDataset, split_indices, train_iterator
 from search_space.base_supernet import BaseSupernet
-from search_space.mutables import Decision, split_weights, straight_through
+from search_space.mutables import Decision, LayerChoice, split_weights, straight_through
 from training_strategy.base import BaseTrainingStrategy, StrategyContext
+from training_strategy.collapse import CollapseDetector, LabelCandidates
 
 
 def set_need_grad(variables: Iterable[nn.Variable], need: bool) -> None:
@@ -54,6 +55,29 @@ def graph_leaves(output: nn.Variable, exclude: Iterable[nn.Variable] = ()) -> Li
     return found
 
 
+def candidate_kinds(supernet: BaseSupernet) -> Dict[str, LabelCandidates]:
+    """Per label of a LayerChoice: its candidates, which are parameter-free and which the derivation excludes.
+
+    Decided from the modules, not from op names: a candidate is parameter-free when its module holds no
+    trainable parameter at any position of the label (DARTS's pooling and stride-1 skip, ENAS's identity,
+    ProxylessNAS's skip; a stride-2 skip is a factorized reduction, with parameters), excluded when it is a Zero
+    op (``is_zero``), which the derivation never picks.
+    """
+    free: Dict[str, List[bool]] = {}
+    zero: Dict[str, List[bool]] = {}
+    names: Dict[str, Tuple[str, ...]] = {}
+    for site in supernet.mutables():
+        m = site.mutable
+        if not isinstance(m, LayerChoice):
+            continue
+        label = m.decision.label
+        names[label] = tuple(m.candidate_names)
+        found = [not c.get_parameters(grad_only=True) for c in m.candidates]
+        free[label] = [a and b for a, b in zip(free.get(label, found), found)]
+        zero[label] = [bool(getattr(c, "is_zero", False)) for c in m.candidates]
+    return {k: LabelCandidates(names[k], tuple(free[k]), tuple(zero[k])) for k in names}
+
+
 def release(output: nn.Variable) -> None:
     """Free what ``output``'s graph still holds after its passes (recomputed data that no backward step used up,
     e.g. in the part of the graph that needs no gradient) before the other graph's passes allocate theirs."""
@@ -71,6 +95,19 @@ class ArchOptimizerConfig:
 
 
 @dataclass(frozen=True)
+class CollapseGuardConfig:
+    """DARTS+ early stopping (``training_strategy/collapse.py``): after every epoch, count the labels whose most
+    probable candidate (Zero aside) has no parameters."""
+
+    #: the search has collapsed when this many watched labels are dominated (DARTS+: 2 skips in the normal cell)
+    max_parameter_free: PositiveInt = 2
+    #: warn = log it and train on; stop = end the weight and architecture training there, then search
+    action: Literal["warn", "stop"] = "warn"
+    #: fnmatch patterns of the labels watched (DARTS+ watches the normal cell: [normal_*]); null = every label
+    labels: Tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class DifferentiableParams:
     """Differentiable training config section."""
 
@@ -85,6 +122,7 @@ class DifferentiableParams:
     #: epochs of weight training before the architecture parameters start to move
     arch_warmup_epochs: NonNegativeInt = 0
     arch_optimizer: ArchOptimizerConfig = field(default_factory=ArchOptimizerConfig)
+    collapse_guard: CollapseGuardConfig = field(default_factory=CollapseGuardConfig)
     #: Gumbel temperature, annealed exponentially from tau_max to tau_min over the epochs
     tau_max: PositiveFloat = 5.0
     tau_min: PositiveFloat = 0.5
@@ -107,6 +145,8 @@ class Differentiable(BaseTrainingStrategy):
         self._noise_vars: Dict[str, nn.Variable] = {}
         self._tau_var = nn.Variable.from_numpy_array(np.full(1, params.tau_max, np.float32))
         self._arch_graph: Tuple[Hashable, Any] | None = None
+        #: the watched labels' alphas after each epoch (what the collapse guard judges)
+        self.alpha_history: List[Dict[str, np.ndarray]] = []
 
     def split_train(self, train: ArrayDataset, rng: np.random.Generator) -> Tuple[ArrayDataset, ArrayDataset]:
         """Weights on one part of the train split, alphas on the other (stratified, stable)."""
@@ -134,6 +174,13 @@ class Differentiable(BaseTrainingStrategy):
         self.solver.set_parameters(self.alphas)
         self.arch_iter = train_iterator(context.arch_data, context.batch_size, self.rng, context.augment)
         self.train_iter = train_iterator(context.train_data, context.batch_size, self.rng, context.augment)
+        guard = self.params.collapse_guard
+        try:
+            self.guard = CollapseDetector(candidate_kinds(supernet), guard.max_parameter_free, guard.labels)
+        except ValueError as err:
+            raise ConfigError(f"training_strategy.collapse_guard.labels: {err}") from None
+        if not self.guard.watched:
+            context.logger.info("collapse guard: no watched label offers both parameter-free and parametric candidates")
 
     # ----- Gumbel sampling -----------------------------------------------------------------------------
     def _resample(self, decisions: Mapping[str, Decision]) -> None:
@@ -246,9 +293,35 @@ class Differentiable(BaseTrainingStrategy):
         for a, g, gp, gm in zip(alphas, da, plus, minus):
             a.g = g - lr * (gp - gm) / (2 * eps)
 
+    # ----- collapse guard (DARTS+ early stopping) -------------------------------------------------------
+    def end_epoch(self, supernet: BaseSupernet, epoch: int) -> bool:
+        """Record the watched alphas and judge them: TensorBoard ``collapse/*`` scalars every epoch, one warning
+        when the count of parameter-free-dominated labels reaches the limit; True (stop) under ``action: stop``."""
+        self.alpha_history.append({label: self.alphas[label].d.copy() for label in self.guard.watched})
+        report = self.guard.reports(self.alpha_history)[-1]
+        scalars = {"parameter_free_dominant": report.count, "parameter_free_mass": report.mass}
+        self.context.monitor.scalars("collapse", scalars, epoch)
+        stop = report.collapsed and self.params.collapse_guard.action == "stop"
+        if report.rose:
+            self.context.logger.warning(
+                "collapse guard: after epoch %d, %d of %d watched labels are dominated by parameter-free operations "
+                "(limit %d): %s; parameter-free mass %.3f; %s",
+                epoch,
+                report.count,
+                len(self.guard.watched),
+                self.guard.max_parameter_free,
+                ", ".join(f"{label} {op}" for label, op in report.dominant.items()),
+                report.mass,
+                "stopping the weight and architecture training (action: stop, DARTS+ early stopping)"
+                if stop
+                else "training goes on (action: warn)",
+            )
+        return stop
+
     # ----- resumable state ---------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """Adam state of the alphas, the architecture iterator, the generator, the temperature."""
+        """Adam state of the alphas, the architecture iterator, the generator, the temperature, the alphas after
+        every epoch (the collapse guard's history)."""
         states = {
             k: {"t": int(s.t), **{n: v.d.copy() for n, v in s.pstate.items()}}
             for k, s in self.solver.get_states().items()
@@ -259,7 +332,16 @@ class Differentiable(BaseTrainingStrategy):
             "train_iterator": self.train_iter.state_dict(),
             "rng": self.rng.bit_generator.state,
             "tau": self.tau,
+            "alpha_history": {
+                "epochs": len(self.alpha_history),
+                "alphas": {k: self._alpha_series(k) for k in self.guard.watched},
+            },
         }
+
+    def _alpha_series(self, label: str) -> np.ndarray:
+        """``label``'s alphas after each epoch as one ``(epochs, candidates)`` array."""
+        rows = [h[label] for h in self.alpha_history]
+        return np.array(rows, np.float32).reshape(len(rows), self.alphas[label].shape[0])
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore ``state_dict`` output."""
@@ -274,3 +356,11 @@ class Differentiable(BaseTrainingStrategy):
         self.train_iter.load_state_dict(state["train_iterator"])
         restore_rng(self.rng, state["rng"], "differentiable strategy")
         self.tau = float(state["tau"])
+        history = state["alpha_history"]
+        n, alphas = int(history["epochs"]), history["alphas"]
+        if set(alphas) != set(self.guard.watched):
+            raise ValueError("its collapse-guard history is not of the watched labels")
+        for k in self.guard.watched:
+            if np.shape(alphas[k]) != (n, self.alphas[k].shape[0]):
+                raise ValueError(f"the collapse-guard history of {k!r} has shape {np.shape(alphas[k])}")
+        self.alpha_history = [{k: np.asarray(alphas[k][e]) for k in self.guard.watched} for e in range(n)]

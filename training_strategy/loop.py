@@ -45,6 +45,7 @@ class TrainLoop:
         "solver",
         "policy",
         "arch_parameters",
+        "stopped",
     )
 
     def __init__(
@@ -87,6 +88,8 @@ class TrainLoop:
         self.epoch = 0
         self.global_step = 0
         self.skipped_steps = 0
+        #: the policy ended the training early (``end_epoch``); kept in the checkpoint
+        self.stopped = False
         self.last_checkpoint_epoch: int | None = None
         self.history: List[Dict[str, float]] = []
         self._graph_key: Any = object()
@@ -159,7 +162,8 @@ class TrainLoop:
         raise TrainingDivergedError(f"{where}: stopped ({tail}); lower the learning rate or set train.on_nan: skip")
 
     def run(self) -> List[Dict[str, float]]:
-        """Train for the remaining epochs; returns one metrics dict per epoch."""
+        """Train for the remaining epochs, or until the policy stops the training (``end_epoch``); returns one metrics
+        dict per epoch."""
         log = self.io.logger
         log.info(
             "[%s] %d epochs x %d steps (batch %d = %d x %d accumulated)",
@@ -170,7 +174,11 @@ class TrainLoop:
             self.accum,
             self.mini_batch,
         )
-        while self.epoch < self.cfg.epochs:
+        if self.stopped:
+            log.info(
+                "[%s] the training strategy stopped training after epoch %d: nothing to train", self.tag, self.epoch
+            )
+        while self.epoch < self.cfg.epochs and not self.stopped:
             sums: Dict[str, float] = {"loss": 0.0, "accuracy": 0.0}
             skipped_before = self.skipped_steps
             bar = tqdm(
@@ -211,8 +219,16 @@ class TrainLoop:
                 self.cfg.epochs,
                 " ".join(f"{k}={v:.4f}" for k, v in epoch_m.items() if k != "epoch"),
             )
+            if self.policy.end_epoch(self.network, self.epoch):
+                self.stopped = True
+                log.info(
+                    "[%s] the training strategy stopped training after epoch %d of %d",
+                    self.tag,
+                    self.epoch,
+                    self.cfg.epochs,
+                )
             if self.io.checkpoint_dir and (
-                self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs
+                self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs or self.stopped
             ):
                 self.save_checkpoint(self.io.checkpoint_dir)
         return self.history
@@ -229,6 +245,7 @@ class TrainLoop:
             "solver": self.solver.state_dict(),
             "policy": self.policy.state_dict(),
             "arch_parameters": {k: v.d.copy() for k, v in self._arch_parameters().items()},
+            "stopped": self.stopped,
         }
 
     def _arch_parameters(self) -> Mapping[str, nn.Variable]:
@@ -253,6 +270,7 @@ class TrainLoop:
             restore_rng(self.rng, state["rng"], what)
             self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
             self.skipped_steps, self.history = int(state["skipped_steps"]), list(state["history"])
+            self.stopped = bool(state["stopped"])
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{what}: damaged state ({type(err).__name__}: {err})") from None
         self.last_checkpoint_epoch = self.epoch
