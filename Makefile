@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench results clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# docs/RESULTS.md from every shipped digits config (resumable; RESULTS_QUICK=1: smoke-sized, under a minute)
+results: $(STAMP)
+	$(PY) -m tools.results $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/supernet_step.py $(ARGS)

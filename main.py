@@ -81,7 +81,9 @@ def main(argv: List[str] | None = None) -> int:
 
 def summary(metrics: Dict[str, Any], run_dir: str) -> str:
     """The lines printed at the end of a run."""
-    lines = [f"run directory: {run_dir}", f"architecture: {metrics.get('arch')}"]
+    lines = [f"run directory: {run_dir}"]
+    if "arch" in metrics:
+        lines.append(f"architecture: {metrics['arch']}")
     keys = ("flops", "params", "latency", "measured_latency", "memory", "measured_memory", "target_hc")
     for key in (*keys, "supernet_valid_accuracy", "test_accuracy"):
         value = metrics.get(key)
@@ -90,6 +92,14 @@ def summary(metrics: Dict[str, Any], run_dir: str) -> str:
                 lines.append(f"{key}: {value:.4f}")
             else:  # counts as integers, measured values (ms, bytes) and fractional targets as they are
                 lines.append(f"{key}: {value:,.0f}" if float(value).is_integer() else f"{key}: {value:.4g}")
+    baseline = metrics.get("random_baseline")
+    if baseline:
+        k = len(baseline["accuracies"])
+        lines.append(f"random_baseline_accuracy: {baseline['mean']:.4f} ± {baseline['std']:.4f} over {k}")
+    ranking = metrics.get("rank_quality")
+    if ranking:
+        lines += [f"{k}: {'n/a' if ranking[k] is None else f'{ranking[k]:.3f}'}" for k in ("kendall_tau", "spearman")]
+        lines.append(f"top_{ranking['top_k']}_overlap: {ranking['top_k_overlap']:.3f}")
     return "\n".join(lines)
 
 

@@ -121,15 +121,17 @@ class BaseAgent(abc.ABC):
         data: ArrayDataset,
         tag: str,
         strategy_context: Mapping[str, Any] | None = None,
+        rng: np.random.Generator | None = None,
     ) -> TrainLoop:
-        """A training loop over ``data`` with the run's criterion and IO, resumed from its checkpoint if any."""
+        """A training loop over ``data`` with the run's criterion and IO, resumed from its checkpoint if any; its
+        generator is spawned from ``rng`` (default: the run's)."""
         loop = TrainLoop(
             network,
             self.criterion,
             data,
             cfg,
             policy,
-            self.child_rng(),
+            spawn_rng(self.rng if rng is None else rng),
             self.io,
             tag=tag,
             augment=self.augment,
@@ -183,17 +185,22 @@ class BaseAgent(abc.ABC):
         names = sorted({str(v) for c in choices.values() for v in c.values})  # colours stable across archs
         plot_arch(rows, self.path("arch.png"), title=self.space.name, candidates=names)
 
-    def build_retrain(self, arch: Mapping[str, Any]) -> TrainLoop:
-        """The standalone network of ``arch`` (fresh weights) and its training loop on train + valid."""
+    def build_retrain(
+        self, arch: Mapping[str, Any], tag: str = RETRAIN, rng: np.random.Generator | None = None
+    ) -> TrainLoop:
+        """The standalone network of ``arch`` (fresh weights) and its training loop on train + valid, checkpointed
+        as ``tag``; weights and loop generator are spawned from ``rng`` (default: the run's)."""
         cfg = self.config
+        rng = self.rng if rng is None else rng
         arch = self.space.choices(cfg.search_space, self.data.info).validate(arch)
-        seed_nnabla(self.child_rng())  # fresh weights are the same whatever ran before (or was resumed)
+        seed_nnabla(spawn_rng(rng))  # fresh weights are the same whatever ran before (or was resumed)
         model = self.space.build_model(cfg.search_space, self.data.info, arch)
         train = ArrayDataset.concat(self.data.train, self.data.valid)
-        return self.make_loop(model, cfg.retrain, FixedNetwork(arch), train, RETRAIN)
+        return self.make_loop(model, cfg.retrain, FixedNetwork(arch), train, tag, rng=rng)
 
-    def retrain_and_test(self, arch: Mapping[str, Any], loop: TrainLoop) -> Dict[str, Any]:
-        """Train ``loop``'s standalone network, test it, export model.nnp/model.onnx and verify them."""
+    def retrain_and_test(self, arch: Mapping[str, Any], loop: TrainLoop, export: bool = True) -> Dict[str, Any]:
+        """Train ``loop``'s standalone network and test it; with ``export`` (and ``evaluate.export_nnp``) also
+        export model.nnp/model.onnx and verify them."""
         cfg, data, model = self.config, self.data, loop.network
         shape = data.train.images.shape[1:]
         hw = cfg.hardware
@@ -202,7 +209,7 @@ class BaseAgent(abc.ABC):
         self.logger.info("retraining %s: %s", dict(arch), ", ".join(f"{m} {cost[m]:.6g} {UNITS[m]}" for m in metrics))
         history = loop.run()
         test = evaluate_network(model, data.test, cfg.search.eval_batch_size, criterion=self.criterion)
-        self.monitor.scalars("retrain/test", test, cfg.retrain.epochs)
+        self.monitor.scalars(f"{loop.tag}/test", test, cfg.retrain.epochs)
         self.logger.info("test accuracy %.4f (loss %.4f)", test["accuracy"], test["loss"])
         out: Dict[str, Any] = {
             "arch": dict(arch),
@@ -211,7 +218,7 @@ class BaseAgent(abc.ABC):
             "test_loss": test["loss"],
             "final_train": history[-1] if history else {},
         }
-        if cfg.evaluate.export_nnp:
+        if export and cfg.evaluate.export_nnp:
             out["export"] = self.export(model, shape)
         return out
 

@@ -9,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from agent.base import BaseAgent
+from agent.retrain_list import RetrainList, check_record
 from agent.search_journal import SearchJournal
 from core.checkpoint import atomic_path, write_json
 from core.config import Config
@@ -21,11 +22,13 @@ from hardware.measure import MEASURED_METRICS, measure_module
 from hardware.tables import measure_settings, obtain_lookup_table
 from search_space.base_lookup_table import BaseLookUpTable
 from search_space.choices import Arch
-from search_strategy.base import Budget, SearchResult
+from search_strategy.base import Budget, Evaluate, SearchResult
 from search_strategy.differentiable import derive_arch
+from search_strategy.random_search import RandomSearch, RandomSearchParams
 from training_strategy.evaluation import evaluate_network, recalibrate_bn
 
 SUPERNET = "supernet"
+RANDOM_BASELINE = "random_baseline"
 JOURNAL = "search_journal.jsonl"
 LOOKUP_TABLE = "lookup_table.json"
 #: architectures measured whole, best first, to find one within a measured budget
@@ -75,10 +78,18 @@ class SearchAgent(BaseAgent):
         }
         self.loop = self.make_loop(self.supernet, cfg.train, self.policy, weight_data, SUPERNET, extras)
         self.journal_path = os.path.join(self.io.checkpoint_dir, JOURNAL)
+        k = cfg.search.random_baseline
+        fitting = self.budget.sampler(choices).feasible(limit=k) if k else None
+        if fitting is not None and len(fitting) < k:
+            raise ConfigError(
+                f"search.random_baseline: {k} distinct architectures asked, but the budget admits only {len(fitting)}; "
+                "lower it or raise hardware.target_hc"
+            )
         if resume:  # damaged files of later stages are refused before anything runs
             if os.path.isfile(self.journal_path):
                 SearchJournal.read(self.journal_path)
             self.check_retrain_checkpoint()
+            check_record(self.io.checkpoint_dir, RANDOM_BASELINE)
 
     def metric_names(self) -> tuple:
         """The metrics ``evaluate(arch)`` reports: supernet accuracy plus every lookup-table cost."""
@@ -176,14 +187,40 @@ class SearchAgent(BaseAgent):
         }
 
     def retrain(self, arch: Arch) -> Dict[str, Any]:
-        """Retrain ``arch`` from scratch, test and export it; the metrics metrics.json keeps of it."""
+        """Retrain ``arch`` from scratch, test and export it, then the random baseline (``search.random_baseline``);
+        the metrics metrics.json keeps of them."""
         retrained = self.retrain_and_test(arch, self.build_retrain(arch))
-        return {
+        metrics = {
             "test_accuracy": retrained["test_accuracy"],
             "test_loss": retrained["test_loss"],
             "model_flops": retrained["flops"],
             "model_params": retrained["params"],
             "export": retrained.get("export"),
+        }
+        if self.config.search.random_baseline:
+            metrics["random_baseline"] = self.random_baseline(retrained["test_accuracy"])
+        return metrics
+
+    def random_baseline(self, found: float) -> Dict[str, Any]:
+        """``search.random_baseline`` distinct random in-budget architectures, drawn as the ``random`` strategy
+        draws them (its uniform in-budget sampler, the run's rng), retrained and tested like the found one."""
+        k = self.config.search.random_baseline
+        choices = self.supernet.choices()
+        draws = RandomSearch(RandomSearchParams(samples=k)).search(choices, _unscored, self.budget, self.child_rng())
+        archs = [e["arch"] for e in draws.history]
+        results = RetrainList(self, RANDOM_BASELINE, archs, self.child_rng()).run()
+        accuracies = [r["test_accuracy"] for r in results]
+        mean, std = float(np.mean(accuracies)), float(np.std(accuracies, ddof=1))
+        self.logger.info(
+            "search %.2f %% vs random %.2f ± %.2f %% over %d", 100 * found, 100 * mean, 100 * std, len(accuracies)
+        )
+        return {
+            "archs": [r["arch"] for r in results],
+            "accuracies": accuracies,
+            "mean": mean,
+            "std": std,
+            "found": found,
+            "delta": found - mean,
         }
 
     def pick(self, result: SearchResult) -> Tuple[Arch, Dict[str, Any]]:
@@ -234,10 +271,10 @@ class SearchAgent(BaseAgent):
             for step, value in zip(curves["step"], values):
                 self.monitor.scalars(f"search_{curves['by']}", {name: value}, int(step))
 
-    def search(self) -> SearchResult:
-        """Run the search strategy on the trained supernet, journaled so a killed search resumes mid-way."""
+    def evaluator(self) -> Evaluate:
+        """``evaluate(arch)``: the metrics of ``arch`` in the trained supernet, as the search scores a candidate —
+        set_active, BatchNorm recalibration, validation accuracy, plus every lookup-table cost."""
         cfg, supernet, lut = self.config.search, self.supernet, self.lut
-        rng = self.child_rng()
         # the same recalibration batches for every candidate: comparisons are paired, and an evaluation
         # depends on nothing but the weights and the architecture (so the journal can stand in for it)
         recal_seed = int(self.child_rng().integers(0, 2**63 - 1))
@@ -250,6 +287,13 @@ class SearchAgent(BaseAgent):
             m = evaluate_network(supernet, self.data.valid, cfg.eval_batch_size, cfg.valid_batches)
             return {**m, **{k: lut.predict(arch, k) for k in lut.metrics}}
 
+        return evaluate
+
+    def search(self) -> SearchResult:
+        """Run the search strategy on the trained supernet, journaled so a killed search resumes mid-way."""
+        supernet, lut = self.supernet, self.lut
+        rng = self.child_rng()
+        evaluate = self.evaluator()
         hints: Dict[str, Any] = {}
         learned = None
         if self.policy.learns_arch_parameters:
@@ -302,6 +346,11 @@ class SearchAgent(BaseAgent):
             "search_strategy": [cfg["agent"]["search_strategy_agent"], cfg["search_strategy"]],
             "hardware": cfg["hardware"],
         }
+
+
+def _unscored(arch: Arch) -> Mapping[str, float]:
+    """The evaluation of the random baseline's draws: none (only the architectures are wanted)."""
+    return {"accuracy": 0.0}
 
 
 def zero_candidates(supernet: Any) -> Dict[str, list]:

@@ -4,7 +4,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Mapping, Sequence
+from typing import Annotated, Any, Dict, List, Literal, Mapping, Sequence
 
 import yaml
 
@@ -17,6 +17,7 @@ from core.typed import (
     PositiveFloat,
     PositiveInt,
     Probability,
+    Range,
     from_dict,
     to_plain,
 )
@@ -102,6 +103,9 @@ class SearchConfig:
     #: training batches re-estimating BatchNorm statistics of each evaluated path (the same batches for all)
     bn_recalibration_batches: NonNegativeInt = 0
     retrain: bool = True
+    #: after the found architecture's retrain: this many random in-budget architectures (drawn as the ``random``
+    #: strategy draws) retrained and tested the same way, for a search-vs-random comparison; 0 = off
+    random_baseline: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,17 @@ class GenerateConfig:
     generator_path: str | None = None
     #: retrain, test and export the generated architecture (as the evaluate agent does)
     retrain: bool = False
+
+
+@dataclass(frozen=True)
+class RankQualityConfig:
+    """The rank_quality stage: how well the trained supernet ranks architectures against training them alone."""
+
+    #: architectures spread over the budget metric's cost range (within ``hardware.target_hc``), each scored in the
+    #: supernet and retrained from scratch with the ``retrain:`` settings
+    archs: Annotated[int, Range(ge=2)] = 12
+    #: the top-k overlap's k: the share of the k best by supernet score that are among the k best retrained
+    top_k: PositiveInt = 3
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,7 @@ class Config:
     retrain: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    rank_quality: RankQualityConfig = field(default_factory=RankQualityConfig)
 
     def validate(self) -> "Config":
         """Cross-field checks that no single field can make; returns self."""
@@ -160,6 +176,16 @@ class Config:
                 raise ConfigError("generate.generator_path: required when agent.main_agent is generate")
             if self.hardware.target_hc is None:
                 raise ConfigError("hardware.target_hc: required when agent.main_agent is generate (the budget)")
+        if self.search.random_baseline == 1:
+            raise ConfigError("search.random_baseline: 1 architecture has no spread; use 0 (off) or at least 2")
+        if self.search.random_baseline and not self.search.retrain:
+            raise ConfigError(
+                "search.random_baseline: needs search.retrain: true (the baseline is compared with the found "
+                "architecture's test accuracy)"
+            )
+        rq = self.rank_quality
+        if rq.top_k > rq.archs:
+            raise ConfigError(f"rank_quality.top_k: must be at most rank_quality.archs ({rq.archs}), got {rq.top_k}")
         return self
 
     def to_dict(self) -> Dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Pictures of a run: the whole network (arch.png), the search progress (search.png), cost vs objective (pareto.png).
+"""Pictures of a run: the whole network (arch.png), the search progress (search.png), cost vs objective (pareto.png),
+lookup-table accuracy (lut_accuracy.png) and supernet vs standalone ranking (rank_quality.png).
 
 Figures are built as ``matplotlib.figure.Figure`` on an Agg canvas, never through pyplot, so no global figure
 state is kept (nothing to close, nothing leaks between calls) and importing this module changes no backend.
@@ -345,4 +346,32 @@ def plot_lut_accuracy(report: Mapping[str, Any], path: str) -> None:
     ax.set_title(f"{report['search_space']}: {report['samples']} whole networks, input {report['input']}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------- rank_quality.png
+
+
+def plot_rank_quality(report: Mapping[str, Any], path: str) -> None:
+    """Supernet score against standalone accuracy of every architecture of a ``rank_quality.json`` report,
+    coloured by cost and numbered by cost level, titled with Kendall's tau, Spearman's rho and the top-k overlap."""
+    archs, stats, metric = report["architectures"], report["statistics"], report["settings"]["metric"]
+    x = [a["supernet_accuracy"] for a in archs]
+    y = [a["standalone_accuracy"] for a in archs]
+    fig = Figure(figsize=(6.0, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    sc = ax.scatter(x, y, c=[a["cost"] for a in archs], cmap="viridis", s=42, edgecolor="black", lw=0.5, zorder=2)
+    bar = fig.colorbar(sc, ax=ax, pad=0.02, format=FuncFormatter(lambda v, _: human(v)))
+    bar.set_label(metric)
+    for a, xi, yi in zip(archs, x, y):
+        ax.annotate(str(a["index"]), (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=7, color="#444444")
+    shown = {k: "n/a" if stats[k] is None else f"{stats[k]:.3f}" for k in ("kendall_tau", "spearman")}
+    ax.set_title(
+        f"{len(archs)} architectures: Kendall τ {shown['kendall_tau']}, Spearman {shown['spearman']}, "
+        f"top-{stats['top_k']} overlap {stats['top_k_overlap']:.2f}",
+        fontsize=10,
+    )
+    ax.set_xlabel("supernet accuracy (valid, BatchNorm recalibrated)")
+    ax.set_ylabel("standalone test accuracy (retrained)")
+    ax.grid(alpha=0.3)
     _save(fig, path)
