@@ -63,6 +63,18 @@ def snapshot(root: str) -> dict:
     return out
 
 
+def assert_refused(root: str, args: list, expected: str) -> subprocess.CompletedProcess:
+    """The CLI refuses ``args`` with exit code 2, one line on stderr containing ``expected``, and writes nothing."""
+    before = snapshot(root)
+    result = run_cli(root, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert expected in lines[0], lines[0]
+    assert snapshot(root) == before
+    return result
+
+
 def run_in(root: str, script: str, timeout: int = 120) -> dict:
     """Run ``script`` with the copy's packages; it prints one JSON line last."""
     proc = subprocess.run(

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import yaml
-from scaffolding import REPO, copy_project, ruff_executable, run_cli, run_in, scaffold_args, snapshot
+from scaffolding import REPO, assert_refused, copy_project, ruff_executable, run_cli, run_in, scaffold_args, snapshot
 
 SPACE_FILES = ["__init__.py", "my_space_lookup_table.py", "my_space_model.py", "my_space_supernet.py"]
 
@@ -174,15 +174,7 @@ def test_generated_code_passes_ruff(project):
     ],
 )
 def test_refusals_exit_2_with_one_line_and_write_nothing(project, args, expected):
-    root = project[0]
-    before = snapshot(root)
-    result = run_cli(root, *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert expected in lines[0], lines[0]
-    assert result.stdout == ""
-    assert snapshot(root) == before
+    assert assert_refused(project[0], args, expected).stdout == ""
 
 
 def test_unknown_kind_lists_valid_kinds(project):

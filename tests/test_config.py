@@ -13,7 +13,7 @@ DEMO = "configs/demo.yml"
 def test_demo_config_loads_typed():
     cfg = load_config(DEMO)
     assert cfg.agent.search_space_agent == "ProxylessNAS"
-    assert cfg.search_strategy.population == 16 and cfg.train.batch_size == 32
+    assert cfg.search_strategy.population == 12 and cfg.train.batch_size == 32
     assert cfg.search_space.stages == ((24, 2, 1), (32, 2, 2), (48, 2, 1))
     assert isinstance(cfg.train.optimizer.weight_decay, float)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from scaffolding import REPO, copy_project, ruff_executable, run_cli, scaffold_args, snapshot
+from scaffolding import REPO, assert_refused, copy_project, ruff_executable, run_cli, scaffold_args, snapshot
 
 #: (kind, style, first name, first class, second name, second class); a name registers snake_case kinds
 CASES = [
@@ -123,14 +123,7 @@ def test_generated_code_of_every_kind_passes_ruff(scaffolded):
     ],
 )
 def test_refusals_of_every_kind_write_nothing(scaffolded, args, expected):
-    root = scaffolded[0]
-    before = snapshot(root)
-    result = run_cli(root, *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert expected in lines[0], lines[0]
-    assert snapshot(root) == before
+    assert_refused(scaffolded[0], args, expected)
 
 
 def test_dry_run_prints_the_files_and_writes_nothing(scaffolded):

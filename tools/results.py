@@ -40,6 +40,11 @@ BASELINE_K = 5
 QUICK_SMOKE = "configs/smoke.yml"
 #: the demo's supernet training before it was retuned, for the ranking report's before/after comparison
 BEFORE = ("train.optimizer.lr=0.05", "search.bn_recalibration_batches=2")
+#: the retuned training plus in-place distillation from the supernet's largest path (BigNAS / OFA)
+DISTILL = (
+    "agent.criterion_agent=knowledge_distillation",
+    "criterion={teacher: supernet_max, weight: 0.5, temperature: 1.0}",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +54,19 @@ class Entry:
     name: str
     config: str
     overrides: Tuple[str, ...] = ()
-    role: str = "search"  # search | rank_quality | before (the ranking report of the old settings) | seed
+    #: search | seed | rank_quality | before, distill (the ranking report of the old settings, with distillation)
+    role: str = "search"
 
 
 def full_entries() -> List[Entry]:
     """Every digits search config of ``configs/`` (the demo with the random baseline), the ranking report of
     ``proxylessnas_rank_quality.yml``, and the demo under the extra seeds."""
     rank = "configs/proxylessnas_rank_quality.yml"
-    entries = [Entry("rank_quality", rank, role="rank_quality"), Entry("rank_quality_before", rank, BEFORE, "before")]
+    entries = [
+        Entry("rank_quality", rank, role="rank_quality"),
+        Entry("rank_quality_before", rank, BEFORE, "before"),
+        Entry("rank_quality_distill", rank, DISTILL, "distill"),
+    ]
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.yml"))):
         name = os.path.basename(path)
         with open(path, encoding="utf-8") as f:
@@ -82,6 +92,7 @@ def quick_entries() -> List[Entry]:
     return [
         Entry("rank_quality", QUICK_SMOKE, RANK_QUICK, role="rank_quality"),
         Entry("rank_quality_before", QUICK_SMOKE, (*RANK_QUICK, "train.optimizer.lr=0.01"), role="before"),
+        Entry("rank_quality_distill", QUICK_SMOKE, (*RANK_QUICK, *DISTILL), role="distill"),
         Entry("demo", QUICK_SMOKE, ("search.random_baseline=2",)),
         Entry("demo_seed1", QUICK_SMOKE, ("seed=1",), role="seed"),
     ]
@@ -230,7 +241,7 @@ def collect(entries: Sequence[Entry], runs_dir: str, errors: Mapping[str, str]) 
         run_dir = os.path.join(runs_dir, entry.name)
         if entry.name in errors or not os.path.exists(os.path.join(run_dir, "metrics.json")):
             continue
-        if entry.role in ("rank_quality", "before"):
+        if entry.role in ("rank_quality", "before", "distill"):
             report = read_json(os.path.join(run_dir, "rank_quality.json"))
             report["seconds"] = read_json(os.path.join(run_dir, "metrics.json")).get("seconds", {})
             report["config"], report["overrides"] = entry.config, list(entry.overrides)
@@ -244,6 +255,7 @@ def collect(entries: Sequence[Entry], runs_dir: str, errors: Mapping[str, str]) 
         "searches": searches,
         "ranking": reports.get("rank_quality"),
         "before": reports.get("before"),
+        "distill": reports.get("distill"),
         "same_archs": _archs(reports.get("before")) == _archs(reports.get("rank_quality")),
         "demo": demo,
         "seeds": seed_report(([demo] if demo else []) + seeds),
