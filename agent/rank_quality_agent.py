@@ -19,7 +19,7 @@ from agent.search_agent import SearchAgent
 from core.checkpoint import write_json
 from core.config import Config
 from core.errors import ArchitectureError, ConfigError
-from core.ranking import kendall_tau, spearman, top_k_overlap
+from core.ranking import bootstrap_interval, kendall_tau, spearman, top_k_overlap
 from core.registries import AGENTS
 from core.visualize import plot_rank_quality
 from search_strategy.cost_levels import spread_over_cost
@@ -74,9 +74,10 @@ class RankQualityAgent(SearchAgent):
         plot_rank_quality(report, self.path("rank_quality.png"))
         stats = report["statistics"]
         self.logger.info(
-            "rank quality over %d architectures: Kendall tau %s, Spearman %s, top-%d overlap %s "
-            "(rank_quality.json, rank_quality.png)",
-            len(self.archs), _show(stats["kendall_tau"]), _show(stats["spearman"]), stats["top_k"],
+            "rank quality over %d architectures: Kendall tau %s (95 %% bootstrap interval %s to %s), Spearman %s, "
+            "top-%d overlap %s (rank_quality.json, rank_quality.png)",
+            len(self.archs), _show(stats["kendall_tau"]), *map(_show, stats["kendall_tau_interval"]),
+            _show(stats["spearman"]), stats["top_k"],
             _show(stats["top_k_overlap"]),
         )  # fmt: skip
         figures = {k: stats[k] for k in ("kendall_tau", "spearman", "top_k_overlap") if stats[k] is not None}
@@ -112,6 +113,8 @@ class RankQualityAgent(SearchAgent):
         rq, hw = self.config.rank_quality, self.config.hardware
         stats = {
             "kendall_tau": _finite(kendall_tau(scores, accuracies)),
+            #: 95 % percentile-bootstrap interval over the architectures: what a dozen of them can tell
+            "kendall_tau_interval": [_finite(v) for v in bootstrap_interval(scores, accuracies)],
             "spearman": _finite(spearman(scores, accuracies)),
             "top_k_overlap": top_k_overlap(scores, accuracies, rq.top_k),
             "top_k": rq.top_k,

@@ -6,7 +6,7 @@ one-dimensional sequences of equal length >= 2 with finite values; anything else
 problem. A scoring whose values are all equal has no ranking: both correlations are then NaN (as in scipy).
 """
 
-from typing import Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
@@ -82,3 +82,30 @@ def top_k_overlap(a: Sequence[float], b: Sequence[float], k: int) -> float:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(x):
         raise ValueError(f"rankings: k must be an integer in 1..{len(x)} (the number of items), got {k!r}")
     return len(set(top_k(x, k).tolist()) & set(top_k(y, k).tolist())) / int(k)
+
+
+def bootstrap_interval(
+    a: Sequence[float],
+    b: Sequence[float],
+    statistic: Callable[[Sequence[float], Sequence[float]], float] = kendall_tau,
+    samples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Tuple[float, float]:
+    """The percentile bootstrap interval of ``statistic(a, b)`` over the items (pairs drawn with replacement).
+
+    Says how much a rank correlation over a dozen architectures can be trusted: with 12 items a tau of 0.3 is
+    well within what chance gives. Resamples on which the statistic is undefined (a constant scoring) are left
+    out; (nan, nan) if every one is. Deterministic for a given ``seed``.
+    """
+    x, y = _pair(a, b)
+    if samples < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"rankings: need samples >= 1 and 0 < level < 1, got {samples} and {level}")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(x), size=(samples, len(x)))
+    values = np.array([statistic(x[p], y[p]) for p in picks])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(values, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(low), float(high)

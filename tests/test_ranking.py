@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core.ranking import average_ranks, kendall_tau, spearman, top_k, top_k_overlap
+from core.ranking import average_ranks, bootstrap_interval, kendall_tau, spearman, top_k, top_k_overlap
 
 
 @pytest.mark.parametrize("fn", [kendall_tau, spearman])
@@ -99,3 +99,17 @@ def test_bad_input_is_one_clear_error(fn, a, b, message):
 def test_top_k_overlap_refuses_a_k_outside_the_items(k):
     with pytest.raises(ValueError, match=r"k must be an integer in 1\.\.3"):
         top_k_overlap([1, 2, 3], [3, 2, 1], k)
+
+
+def test_bootstrap_interval_is_a_point_for_an_exact_ranking_and_wide_for_noise():
+    same = list(range(12))
+    assert bootstrap_interval(same, same) == (1.0, 1.0)
+    assert bootstrap_interval(same, same[::-1], spearman) == (-1.0, -1.0)
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(12), rng.standard_normal(12)
+    low, high = bootstrap_interval(a, b, samples=500, seed=1)
+    assert low < kendall_tau(a, b) < high and high - low > 0.5  # twelve unrelated scores: anything goes
+    assert (low, high) == bootstrap_interval(a, b, samples=500, seed=1)
+    assert all(np.isnan(bootstrap_interval([1.0, 1.0], [1.0, 2.0])))
+    with pytest.raises(ValueError, match="samples >= 1"):
+        bootstrap_interval(a, b, samples=0)

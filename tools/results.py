@@ -246,6 +246,10 @@ def collect(entries: Sequence[Entry], runs_dir: str, errors: Mapping[str, str]) 
             report["seconds"] = read_json(os.path.join(run_dir, "metrics.json")).get("seconds", {})
             report["config"], report["overrides"] = entry.config, list(entry.overrides)
             report["supernet_train_accuracy"] = _last_train_accuracy(run_dir)
+            pairs = [(a["supernet_accuracy"], a["standalone_accuracy"]) for a in report["architectures"]]
+            report["tau_interval"] = list(bootstrap_interval(*zip(*pairs)))
+            standalone = [b for _, b in pairs]
+            report["standalone_spread"] = (min(standalone), max(standalone))
             reports[entry.role] = report
             continue
         row = search_row(entry, run_dir)
@@ -268,6 +272,14 @@ def collect(entries: Sequence[Entry], runs_dir: str, errors: Mapping[str, str]) 
     }
 
 
+def bootstrap_interval(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float]:
+    """Kendall tau's 95 % bootstrap interval over the architectures (``core.ranking``)."""
+    sys.path.insert(0, ROOT)
+    from core.ranking import bootstrap_interval as interval
+
+    return interval(a, b)
+
+
 def render(data: Mapping[str, Any], quick: bool) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
                              lstrip_blocks=True)  # fmt: skip
@@ -286,6 +298,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="the page (default docs/RESULTS.md; quick: <runs>/RESULTS.md)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one core)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--render-only", action="store_true", help="run nothing: the page from the runs that exist")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs: must be >= 1, got {args.jobs}")
@@ -298,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = os.path.abspath(args.out or (os.path.join(runs_dir, "RESULTS.md") if args.quick else
                                        os.path.join(ROOT, "docs", "RESULTS.md")))  # fmt: skip
     entries = quick_entries() if args.quick else full_entries()
-    errors = run_all(entries, runs_dir, args.jobs, progress=not args.no_progress)
+    errors = {} if args.render_only else run_all(entries, runs_dir, args.jobs, progress=not args.no_progress)
     sys.path.insert(0, ROOT)
     data = collect(entries, runs_dir, errors)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -314,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(page)
     os.replace(tmp, out)
-    print(f"wrote {os.path.relpath(out, ROOT)} ({len(entries) - len(errors)} of {len(entries)} runs)")
+    finished = len(entries) - len(data["missing"]) - len(errors)
+    print(f"wrote {os.path.relpath(out, ROOT)} ({finished} of {len(entries)} runs finished)")
     return 1 if errors else 0
 
 
