@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) main.py -c configs/demo.yml --title demo-$$(date +%Y%m%d-%H%M%S) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n auto --dist loadfile $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
