@@ -171,9 +171,22 @@ def found_network_latency(run_dir: str) -> float | None:
 
 def short_arch(arch: Mapping[str, Any], limit: int = 8) -> str:
     """``v0 v1 ...`` of an architecture's values in label order (the first ``limit``, then how many more)."""
-    values = ["+".join(map(str, v)) if isinstance(v, list) else str(v) for v in arch.values()]
+    values = [("+".join(map(str, v)) or "none") if isinstance(v, list) else str(v) for v in arch.values()]
     shown = " ".join(values[:limit])
     return shown + (f" … (+{len(values) - limit})" if len(values) > limit else "")
+
+
+def first_collapse_warning(run_dir: str) -> str | None:
+    """The first warning of the differentiable strategy's collapse guard in the run's log, if it gave one."""
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if "collapse guard: after epoch" in line:
+                text = line.split("collapse guard: ", 1)[1].strip()
+                return text if len(text) <= 300 else text[:297] + "..."
+    return None
 
 
 def search_row(entry: Entry, run_dir: str) -> Dict[str, Any]:
@@ -198,6 +211,7 @@ def search_row(entry: Entry, run_dir: str) -> Dict[str, Any]:
         "search_minutes": (seconds.get("supernet_training", 0.0) + seconds.get("search", 0.0)) / 60,
         "retrain_minutes": seconds.get("retrain", 0.0) / 60,
         "random_baseline": metrics.get("random_baseline"),
+        "collapse": first_collapse_warning(run_dir),
         "measured_latency": metrics.get("measured_latency"),
     }
 
