@@ -113,35 +113,45 @@ def build_ours(args):
     return loop, policy, supernet, t_build
 
 
-def measure_ours(args) -> dict:
-    """Time ``TrainLoop.train_step()`` of first-order DARTS; runs in its own process (peak RSS is ours)."""
-    import numpy as np
-
-    loop, policy, supernet, t_build = build_ours(args)
-    alpha_times = []
+def timed_steps(loop, policy, args, label: str, step_name: str):
+    """``(iteration times, architecture-step times)`` of ``args.warmup + args.steps`` ``TrainLoop.train_step()``
+    calls, warm-up included; the architecture step (the policy's ``before_step``) is timed inside each."""
+    arch_times = []
     before_step = policy.before_step
 
-    def timed_before_step(*a, **k):  # the alpha step, timed inside the iteration
+    def timed_before_step(*a, **k):
         t = time.perf_counter()
         before_step(*a, **k)
-        alpha_times.append(time.perf_counter() - t)
+        arch_times.append(time.perf_counter() - t)
 
     policy.before_step = timed_before_step
     times = []
     for i in range(args.warmup + args.steps):
         t = time.perf_counter()
-        loop.train_step()  # alpha step (before_step) + weight step; the first one also builds both graphs
+        loop.train_step()  # architecture step (before_step) + weight step; the first one also builds the graphs
         times.append(time.perf_counter() - t)
         what = f"warmup {i}" if i < args.warmup else f"step {i - args.warmup}"
-        print(f"[ours] {what}: {times[-1]:.3f}s (alpha step {alpha_times[-1]:.3f}s)", file=sys.stderr, flush=True)
-    timed, alpha = times[args.warmup :], alpha_times[args.warmup :]
-    count = lambda ps: int(sum(int(np.prod(v.shape)) for v in ps.values()))  # noqa: E731
+        print(f"[{label}] {what}: {times[-1]:.3f}s ({step_name} {arch_times[-1]:.3f}s)", file=sys.stderr, flush=True)
+    return times, arch_times
+
+
+def parameter_count(params) -> int:
+    """Elements of a ``{name: Variable}`` mapping."""
+    import numpy as np
+
+    return int(sum(int(np.prod(v.shape)) for v in params.values()))
+
+
+def measure_ours(args) -> dict:
+    """Time ``TrainLoop.train_step()`` of first-order DARTS; runs in its own process (peak RSS is ours)."""
+    loop, policy, supernet, t_build = build_ours(args)
+    times, alpha_times = timed_steps(loop, policy, args, "ours", "alpha step")
     return {
         "side": "ours",
-        "iteration_s": timed,
-        "alpha_step_s": alpha,
-        "weight_params": count(supernet.get_parameters(grad_only=True)),
-        "arch_params": count(supernet.arch_parameters()),
+        "iteration_s": times[args.warmup :],
+        "alpha_step_s": alpha_times[args.warmup :],
+        "weight_params": parameter_count(supernet.get_parameters(grad_only=True)),
+        "arch_params": parameter_count(supernet.arch_parameters()),
         "model_build_s": round(t_build, 3),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }

@@ -30,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from darts_step import peer_paths, peer_problem, run_side, verdict  # noqa: E402  (it puts the root on sys.path)
+from darts_step import parameter_count, peer_paths, peer_problem, run_side, timed_steps, verdict  # noqa: E402  (it puts the root on sys.path)
 
 TIME_TARGET = 0.8
 #: the peer's MobileNetV2 search net (conf/network/classification/mobilenet_cifar10.yaml, bench_pnas.py)
@@ -85,32 +85,14 @@ def build_ours(args, estimator: str):
 
 def measure_ours(args) -> dict:
     """Time ``TrainLoop.train_step()`` of one estimator; runs in its own process (peak RSS is ours)."""
-    import numpy as np
-
     loop, policy, supernet, t_build = build_ours(args, args.estimator)
-    arch_times = []
-    before_step = policy.before_step
-
-    def timed_before_step(*a, **k):  # the architecture step, timed inside the iteration
-        t = time.perf_counter()
-        before_step(*a, **k)
-        arch_times.append(time.perf_counter() - t)
-
-    policy.before_step = timed_before_step
-    times = []
-    for i in range(args.warmup + args.steps):
-        t = time.perf_counter()
-        loop.train_step()
-        times.append(time.perf_counter() - t)
-        what = f"warmup {i}" if i < args.warmup else f"step {i - args.warmup}"
-        print(f"[ours {args.estimator}] {what}: {times[-1]:.3f}s (arch step {arch_times[-1]:.3f}s)", file=sys.stderr)
-    count = lambda ps: int(sum(int(np.prod(v.shape)) for v in ps.values()))  # noqa: E731
+    times, arch_times = timed_steps(loop, policy, args, f"ours {args.estimator}", "arch step")
     return {
         "side": f"ours {args.estimator}",
         "iteration_s": times[args.warmup :],
         "arch_step_s": arch_times[args.warmup :],
-        "weight_params": count(supernet.get_parameters(grad_only=True)),
-        "arch_params": count(supernet.arch_parameters()),
+        "weight_params": parameter_count(supernet.get_parameters(grad_only=True)),
+        "arch_params": parameter_count(supernet.arch_parameters()),
         "choices": len(supernet.choices()),
         "model_build_s": round(t_build, 3),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

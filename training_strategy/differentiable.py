@@ -78,6 +78,18 @@ def candidate_kinds(supernet: BaseSupernet) -> Dict[str, LabelCandidates]:
     return {k: LabelCandidates(names[k], tuple(free[k]), tuple(zero[k])) for k in names}
 
 
+def split_for_alphas(
+    train: ArrayDataset, arch_portion: float, rng: np.random.Generator
+) -> Tuple[ArrayDataset, ArrayDataset]:
+    """``(weight part, alpha part)`` of the train split: a stratified, stable ``arch_portion`` for the alphas
+    (``training_strategy.arch_portion`` of every strategy that learns architecture parameters)."""
+    arch_idx, weight_idx = split_indices(
+        train.labels[:, 0], arch_portion, int(rng.integers(2**31)), STREAM_VALID, what="arch_portion"
+    )
+    pick = lambda idx: ArrayDataset(train.images[idx], train.labels[idx], train.pad, train.flip)  # noqa: E731
+    return pick(weight_idx), pick(arch_idx)
+
+
 def release(output: nn.Variable) -> None:
     """Free what ``output``'s graph still holds after its passes (recomputed data that no backward step used up,
     e.g. in the part of the graph that needs no gradient) before the other graph's passes allocate theirs."""
@@ -150,11 +162,7 @@ class Differentiable(BaseTrainingStrategy):
 
     def split_train(self, train: ArrayDataset, rng: np.random.Generator) -> Tuple[ArrayDataset, ArrayDataset]:
         """Weights on one part of the train split, alphas on the other (stratified, stable)."""
-        arch_idx, weight_idx = split_indices(
-            train.labels[:, 0], self.params.arch_portion, int(rng.integers(2**31)), STREAM_VALID, what="arch_portion"
-        )
-        pick = lambda idx: ArrayDataset(train.images[idx], train.labels[idx], train.pad, train.flip)  # noqa: E731
-        return pick(weight_idx), pick(arch_idx)
+        return split_for_alphas(train, self.params.arch_portion, rng)
 
     def setup(self, supernet: BaseSupernet, context: StrategyContext) -> None:
         """Full or gated mode, the alphas' Adam, and the iterator over the architecture split."""

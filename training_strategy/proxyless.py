@@ -41,7 +41,7 @@ from core.errors import ConfigError
 from core.registries import TRAINING_STRATEGIES
 from core.run_state import restore_rng
 from core.typed import NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat, PositiveInt, Probability
-from dataset.base import STREAM_VALID, ArrayDataset, split_indices, train_iterator
+from dataset.base import ArrayDataset, train_iterator
 from search_space.base_supernet import BaseSupernet
 from search_space.choices import Subset
 from search_space.layers import keep_statistics
@@ -53,6 +53,7 @@ from training_strategy.differentiable import (
     no_grad_for,
     release,
     set_need_grad,
+    split_for_alphas,
 )
 from training_strategy.sampling import draw_without_replacement, sample_path
 
@@ -107,11 +108,7 @@ class Proxyless(BaseTrainingStrategy):
 
     def split_train(self, train: ArrayDataset, rng: np.random.Generator) -> Tuple[ArrayDataset, ArrayDataset]:
         """Weights on one part of the train split, alphas on the other (stratified, stable)."""
-        arch_idx, weight_idx = split_indices(
-            train.labels[:, 0], self.params.arch_portion, int(rng.integers(2**31)), STREAM_VALID, what="arch_portion"
-        )
-        pick = lambda idx: ArrayDataset(train.images[idx], train.labels[idx], train.pad, train.flip)  # noqa: E731
-        return pick(weight_idx), pick(arch_idx)
+        return split_for_alphas(train, self.params.arch_portion, rng)
 
     def setup(self, supernet: BaseSupernet, context: StrategyContext) -> None:
         """Sample mode, the alphas' Adam, and the iterator over the architecture split."""
