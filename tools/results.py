@@ -29,6 +29,12 @@ import jinja2
 import yaml
 from tqdm import tqdm
 
+from core.config import load_config
+from core.ranking import bootstrap_interval
+from core.registries import DATASETS, SEARCH_SPACES
+from hardware.measure import MeasureSettings, environment, measure_module
+from search_space.choices import decode_arch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "tools", "RESULTS.md.j2")
 #: configs that are not a digits search of their own: the smoke run, the ranking report, CIFAR
@@ -150,12 +156,6 @@ def found_network_latency(run_dir: str) -> float | None:
     arch_path = os.path.join(run_dir, "searched_arch.json")
     if not os.path.exists(arch_path):
         return None
-    sys.path.insert(0, ROOT)
-    from core.config import load_config
-    from core.registries import DATASETS, SEARCH_SPACES
-    from hardware.measure import MeasureSettings, measure_module
-    from search_space.choices import decode_arch
-
     config = load_config(os.path.join(run_dir, "config.yaml"))
     space = SEARCH_SPACES.get(config.agent.search_space_agent)
     info = DATASETS.get(config.agent.dataset_agent)(config.dataset).info()
@@ -286,21 +286,11 @@ def collect(entries: Sequence[Entry], runs_dir: str, errors: Mapping[str, str]) 
     }
 
 
-def bootstrap_interval(a: Sequence[float], b: Sequence[float]) -> Tuple[float, float]:
-    """Kendall tau's 95 % bootstrap interval over the architectures (``core.ranking``)."""
-    sys.path.insert(0, ROOT)
-    from core.ranking import bootstrap_interval as interval
-
-    return interval(a, b)
-
-
 def render(data: Mapping[str, Any], quick: bool) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
                              lstrip_blocks=True)  # fmt: skip
     with open(TEMPLATE, encoding="utf-8") as f:
         template = env.from_string(f.read())
-    from hardware.measure import environment
-
     return template.render(**data, quick=quick, machine=environment("cpu"))
 
 
@@ -326,7 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        os.path.join(ROOT, "docs", "RESULTS.md")))  # fmt: skip
     entries = quick_entries() if args.quick else full_entries()
     errors = {} if args.render_only else run_all(entries, runs_dir, args.jobs, progress=not args.no_progress)
-    sys.path.insert(0, ROOT)
     data = collect(entries, runs_dir, errors)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     data["rank_png"] = None
