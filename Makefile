@@ -34,6 +34,7 @@ results: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/supernet_step.py $(ARGS)
+	$(PY) bench/data_parallel.py
 	$(PY) bench/constraint_eval.py
 
 clean:

@@ -55,6 +55,10 @@ class TrainConfig:
     batch_size: PositiveInt = 64
     #: gradient accumulation: ``batch_size / mini_batch`` forward/backward passes per step (null = one pass)
     mini_batch: PositiveInt | None = None
+    #: threads that run a step's ``batch_size / mini_batch`` passes side by side (data parallel; nnabla's CPU
+    #: functions use one core each): the same step as running them one after another, in about 1 / workers of
+    #: the time; random functions (dropout) draw other numbers
+    workers: PositiveInt = 1
     warmup_epochs: NonNegativeInt = 0
     lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
     step_epochs: PositiveInt = 30
@@ -165,6 +169,13 @@ class Config:
             tc: TrainConfig = getattr(self, name)
             if tc.mini_batch is not None and tc.batch_size % tc.mini_batch:
                 raise ConfigError(f"{name}.mini_batch: {tc.mini_batch} must divide {name}.batch_size ({tc.batch_size})")
+            passes = tc.batch_size // (tc.mini_batch or tc.batch_size)
+            if tc.workers > passes:
+                raise ConfigError(
+                    f"{name}.workers: {tc.workers} workers share a step's batch_size / mini_batch = {passes} "
+                    f"pass{'es' if passes > 1 else ''}; set {name}.mini_batch to {name}.batch_size / workers "
+                    f"({tc.batch_size / tc.workers:g}) or less, or workers to {passes}"
+                )
             if tc.warmup_epochs > tc.epochs:
                 raise ConfigError(f"{name}.warmup_epochs: {tc.warmup_epochs} must be between 0 and {name}.epochs")
             if tc.optimizer.name in ("momentum", "nesterov") and tc.optimizer.momentum >= 1.0:
@@ -316,6 +327,8 @@ RESUMABLE_KEYS = (
     "retrain.log_every",
     "train.checkpoint_every",
     "retrain.checkpoint_every",
+    "train.workers",
+    "retrain.workers",
     "search.retrain",
     "evaluate.export_nnp",
     "context",

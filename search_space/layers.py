@@ -20,9 +20,12 @@ from core.errors import ConfigError
 from core.suggest import did_you_mean
 
 # nnabla's CPU build looks for an optional ``nnabla.nnabla_ext`` package, which does not exist, whenever it
-# creates a Variable from numpy or a function: a failed import searches every path entry each time (a third of
-# the time building a DARTS supernet). Marking it absent makes that import fail at once, as it would anyway.
-sys.modules.setdefault("nnabla.nnabla_ext", None)
+# creates a Variable from numpy or a function, and its compiled function calls try ``nnabla.nnabla.variable``
+# (no such module either) for every function they create: each failed import searches every path entry (a third
+# of the time building a DARTS supernet, two thirds of copying a graph). Marking them absent makes those imports
+# fail at once, as they would anyway.
+for _absent in ("nnabla.nnabla_ext", "nnabla.nnabla"):
+    sys.modules.setdefault(_absent, None)
 
 
 class ModuleABCMeta(MetaClass, abc.ABCMeta):

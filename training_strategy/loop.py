@@ -17,6 +17,7 @@ from core.run_state import has_checkpoint, load_parameters, read_checkpoint, res
 from core.seed import spawn_rng
 from dataset.base import ArrayDataset, steps_per_epoch, train_iterator
 from training_strategy.base import BaseTrainingStrategy, StrategyContext
+from training_strategy.data_parallel import DataParallel, run_passes
 from training_strategy.evaluation import evaluate_network
 from training_strategy.optim import GroupedSolver, make_scheduler
 
@@ -94,6 +95,8 @@ class TrainLoop:
         self.history: List[Dict[str, float]] = []
         self._graph_key: Any = object()
         self._graph: tuple | None = None
+        #: ``workers`` > 1: the step's accumulated passes run side by side (training_strategy/data_parallel.py)
+        self.parallel = DataParallel(cfg.workers) if cfg.workers > 1 and self.accum > 1 else None
 
     def _build_graph(self) -> tuple:
         key = self.policy.graph_key(self.network)
@@ -117,16 +120,14 @@ class TrainLoop:
         self.solver.zero_grad(active)
         loss_sum, correct, batches, passes = 0.0, 0, [], 0
         for _ in self.policy.passes(self.network):
-            x, t, logits, loss = self._build_graph()
-            for i in range(self.accum):
-                if passes == 0:
-                    batches.append(self.iterator.next())
-                x.d, t.d = batches[i]
-                loss.forward(clear_no_need_grad=True)
-                loss.backward(clear_buffer=True)
-                loss_sum += float(loss.d)
-                correct += int((logits.d.argmax(axis=1) == t.d[:, 0]).sum())
-            passes += 1
+            graph = self._build_graph()
+            if passes == 0:
+                batches = [self.iterator.next() for _ in range(self.accum)]
+            if self.parallel is None:
+                pass_loss, pass_correct = run_passes(*graph, batches)
+            else:
+                pass_loss, pass_correct = self.parallel.run(graph, batches, self.rng)
+            loss_sum, correct, passes = loss_sum + pass_loss, correct + pass_correct, passes + 1
         if passes == 0:
             raise RuntimeError(f"{type(self.policy).__name__}.passes() set up no pass for the step")
         lr = self.scheduler.get_learning_rate(self.global_step)
@@ -231,6 +232,8 @@ class TrainLoop:
                 self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs or self.stopped
             ):
                 self.save_checkpoint(self.io.checkpoint_dir)
+        if self.parallel is not None:
+            self.parallel.close()
         return self.history
 
     def state_dict(self) -> Dict[str, Any]:
