@@ -150,8 +150,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(runs, name):
 @pytest.mark.slow
 def test_nan_loss_stops_with_one_line_and_the_last_checkpoint_resumes(runs, tmp_path):
     out, _ = runs
-    # supernet steps 1-5 are epoch 1 (checkpointed); the 7th batch (epoch 2, step 2) is NaN
-    code, _, err = finish(new_run(tmp_path, "nan", "nan", 7))
+    # a demo step is 2 passes of 16 on 2 workers (train.mini_batch): supernet steps 1-5 (batches 1-10) are epoch 1
+    # (checkpointed); batch 13, the first of epoch 2, step 2, is NaN
+    code, _, err = finish(new_run(tmp_path, "nan", "nan", 13))
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: [supernet] non-finite loss"), err
