@@ -16,6 +16,7 @@ from core.registries import SEARCH_SPACES, TRAINING_STRATEGIES
 from hardware.counter import count_module
 from search_space.sgnas.sgnas_supernet import sgnas_stages
 from search_space.spec import DataInfo
+from training_strategy.evaluation import evaluate_network, recalibrate_bn
 
 DIGITS = DataInfo(10, 1, 8)
 CONFIGS = {
@@ -276,7 +277,15 @@ def test_sgnas_uniform_supernet_training_learns_and_moves_only_the_path():
     history = loop.run()
     print([round(h["loss"], 3) for h in history], [round(h["valid_accuracy"], 3) for h in history])
     assert np.mean([h["loss"] for h in history[-2:]]) < history[0]["loss"] - 0.3
-    assert history[-1]["valid_accuracy"] > 0.6
+    # the paths score as a search scores them (BatchNorm recalibrated per path): well above chance (0.25); the
+    # epochs' valid accuracy is of the last sampled path on statistics of every path, too noisy to assert on
+    rng = np.random.default_rng(5)
+    scores = []
+    for _ in range(4):
+        supernet.set_active(supernet.choices().sample(rng))
+        recalibrate_bn(supernet, data.train, batch_size=32, batches=4, rng=np.random.default_rng(7))
+        scores.append(evaluate_network(supernet, data.valid, 256)["accuracy"])
+    assert np.mean(scores) > 0.6, scores
 
 
 @pytest.mark.slow
