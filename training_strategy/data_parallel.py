@@ -71,8 +71,8 @@ class _Replica:
                 function = getattr(_functions, f.info.type_name)(f.context, **args)
             except AttributeError:
                 raise ConfigError(
-                    f"train.workers: the loss graph holds a function that cannot be copied ({f.info.type_name}); "
-                    "use workers: 1"
+                    f"workers: the loss graph holds a function that cannot be copied ({f.info.type_name}); "
+                    "set train.workers / retrain.workers to 1"
                 ) from None
             copies = function(*inputs, n_outputs=len(f.outputs), auto_forward=False)
             copies = copies if isinstance(copies, (list, tuple)) else [copies]
@@ -129,8 +129,13 @@ class DataParallel:
         self._pool: ThreadPoolExecutor | None = None  # started by the first step, ended by close()
         #: per replica: original leaf with a gradient -> the replica's leaf (data shared, gradient own)
         self._grad_leaves: List[Dict[nn.Variable, nn.Variable]] = [{} for _ in range(workers - 1)]
-        self._graph: Graph | None = None
+        self._graph: Graph | None = None  # the graph the replicas are copies of
         self._replicas: List[_Replica | None] = [None] * (workers - 1)
+        #: of the graph last run: its functions, how many draw random numbers, its running statistics
+        self._walked: Graph | None = None
+        self._functions: list = []
+        self._random = 0
+        self._statistics: List[nn.Variable] = []
 
     def run(self, graph: Graph, batches: Sequence[Tuple[np.ndarray, np.ndarray]], rng: np.random.Generator):
         """Forward/backward of every batch, in contiguous blocks per worker; gradients and running statistics
@@ -139,12 +144,15 @@ class DataParallel:
         Replicas are kept while the graph is, and made anew (by their own threads, while the original computes)
         when it changes, or every step if it draws random numbers (seeds from ``rng``, drawn here in order, so a
         resumed run draws what an uninterrupted one does)."""
-        functions = _functions_of(graph[3])
-        random = sum("seed" in f.info.args for f in functions)
+        if graph is not self._walked:  # walked once per graph, not once per step
+            self._walked, self._functions = graph, _functions_of(graph[3])
+            self._random = sum("seed" in f.info.args for f in self._functions)
+            self._statistics = [v for f in self._functions if _updates_statistics(f) for v in f.inputs[3:5]]
+        functions, random = self._functions, self._random
         rebuild = graph is not self._graph or random > 0
         seeds = [[int(rng.integers(0, 2**31 - 1)) for _ in range(random)] for _ in self._replicas]
         # the running statistics before the original graph's passes update them
-        start = {v: v.d.copy() for f in functions if _updates_statistics(f) for v in f.inputs[3:5]}
+        start = {v: v.d.copy() for v in self._statistics}
         blocks = np.array_split(np.arange(len(batches)), self.workers)
         turns = [threading.Event() for _ in range(self.workers)]
         if self._pool is None:
